@@ -1,0 +1,65 @@
+"""The one guarded parameter update every model uses, and the step snapshot that undoes a bad step.
+
+A non-finite loss or gradient must not reach the weights: `update` raises `NonFiniteStep` before
+`opt.step()`. A GAN step makes several updates (D, then G), so when G's gradient turns bad after D
+already stepped, the loop restores the `StepSnapshot` taken before the step: nothing the step touched
+advances (weights, BN statistics, EMA, optimiser moments), and the batch it drew stays consumed.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class NonFiniteStep(RuntimeError):
+    pass
+
+
+class Diverged(RuntimeError):
+    """Training produced non-finite steps it could not recover from."""
+
+
+def update(opt: torch.optim.Optimizer, loss: torch.Tensor, name: str = "") -> None:
+    """zero_grad -> backward -> (check finite) -> step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+    # one fused reduction over all gradients: inf/nan in any of them makes the total non-finite
+    total = loss.detach().float() + torch.stack(torch._foreach_norm(grads)).sum() if grads else loss
+    if not torch.isfinite(total):
+        opt.zero_grad(set_to_none=True)
+        raise NonFiniteStep(f"non-finite {name or 'loss'} or gradient")
+    opt.step()
+
+
+class StepSnapshot:
+    """Preallocated copies of a model's state and its optimisers' state; `save()` before a step,
+    `restore()` after a failed one. Copies use fused foreach kernels (a few ms for a DCGAN)."""
+
+    def __init__(self, model: torch.nn.Module, opts: dict[str, torch.optim.Optimizer]):
+        self.model, self.opts = model, opts
+        self._live: list[torch.Tensor] = []
+        self._copy: list[torch.Tensor] = []
+        self._empty: list[bool] = []
+
+    def _tensors(self):
+        live = [t for t in self.model.state_dict(keep_vars=True).values()]
+        for o in self.opts.values():
+            for st in o.state.values():
+                live.extend(v for v in st.values() if torch.is_tensor(v))
+        return live
+
+    @torch.no_grad()
+    def save(self) -> None:
+        live = self._tensors()
+        if len(live) != len(self._live) or any(a is not b for a, b in zip(live, self._live)):
+            self._live, self._copy = live, [t.detach().clone() for t in live]
+        else:
+            torch._foreach_copy_(self._copy, self._live)
+        self._empty = [len(o.state) == 0 for o in self.opts.values()]
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        torch._foreach_copy_(self._live, self._copy)
+        for o, empty in zip(self.opts.values(), self._empty):
+            if empty:  # the optimiser took its first step inside the failed one: forget it
+                o.state.clear()

@@ -1,0 +1,104 @@
+"""DCGAN: Radford, Metz & Chintala 2015, "Unsupervised Representation Learning with Deep
+Convolutional Generative Adversarial Networks".
+
+The paper's architecture rules: strided (transposed) convolutions instead of pooling, batch norm in G
+(not on its output), ReLU in G with tanh output, LeakyReLU(0.2) in D, Adam(2e-4, beta1=0.5).
+G starts from a 7x7 map for 28 px images (MNIST) and a 4x4 map for 32/64/128 px, doubling the size
+per block; D mirrors it and ends in one logit. The objective and the update order are the shared
+GAN step in gan.py.
+
+Departures from the paper, each measured on mnist-5k in a fixed 240 s CPU budget (README, "recipes"):
+an EMA of G's weights for sampling (`ema`), and D without batch norm (`d_norm`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from ..config import opt
+from ..registry import UsageError
+from . import MODELS
+from .gan import GAN, GANConfig
+
+
+def start_size(size: int) -> tuple[int, int]:
+    """(first feature-map size, number of doubling blocks) for a square image of side `size`."""
+    for s0 in (4, 7):
+        k = math.log2(size / s0)
+        if k >= 1 and k.is_integer():
+            return s0, int(k)
+    raise UsageError(f"dcgan needs --image-size 4*2^k or 7*2^k (28, 32, 64, 128), got {size}")
+
+
+class DCGenerator(nn.Module):
+    def __init__(self, z_dim: int, shape, ngf: int = 64, num_classes: int = 0):
+        super().__init__()
+        C, H, W = shape
+        s0, k = start_size(H)
+        ch = [ngf * 2 ** i for i in reversed(range(k))]    # e.g. 28 px: [128, 64]
+        self.s0, self.ch0 = s0, ch[0] * 2
+        self.project = nn.Sequential(                        # z -> (B, ch0, s0, s0)
+            nn.Linear(z_dim, self.ch0 * s0 * s0, bias=False), nn.BatchNorm1d(self.ch0 * s0 * s0),
+            nn.ReLU(True))
+        blocks, c_in = [], self.ch0
+        for c in ch:
+            blocks += [nn.ConvTranspose2d(c_in, c, 4, 2, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(True)]
+            c_in = c
+        blocks += [nn.Conv2d(c_in, C, 3, 1, 1), nn.Tanh()]   # output layer: no BN (Radford et al.)
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, z, y=None):                            # z: (B, z_dim) -> (B, C, H, W) in [-1, 1]
+        return self.net(self.project(z).view(len(z), self.ch0, self.s0, self.s0))
+
+
+class DCDiscriminator(nn.Module):
+    def __init__(self, shape, ndf: int = 64, norm: bool = False):
+        super().__init__()
+        C, H, W = shape
+        s0, k = start_size(H)
+        layers, c_in = [], C
+        for i in range(k):
+            c = ndf * 2 ** i
+            layers += [nn.Conv2d(c_in, c, 4, 2, 1, bias=not (norm and i > 0))]
+            if norm and i > 0:                               # no BN on D's input layer (Radford et al.)
+                layers += [nn.BatchNorm2d(c)]
+            layers += [nn.LeakyReLU(0.2, True)]
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in * s0 * s0, 1)
+
+    def forward(self, x, y=None):                            # x: (B, C, H, W) -> logits (B,)
+        return self.head(self.features(x).flatten(1)).squeeze(1)
+
+
+def init_weights(m: nn.Module):
+    """N(0, 0.02) weights, BN scale N(1, 0.02) (Radford et al. 2015, section 4)."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+@MODELS.register("dcgan")
+@dataclass
+class DCGANConfig(GANConfig):
+    """Convolutional GAN (Radford et al. 2015) for 28, 32, 64 or 128 px images."""
+    ngf: int = opt(64, "generator width (channels of its last block)", min=1)
+    ndf: int = opt(64, "discriminator width (channels of its first block)", min=1)
+    d_norm: bool = opt(False, "batch norm in D's hidden blocks (the paper's choice)")
+    ema: float = opt(0.999, "decay of the EMA of G's weights used for sampling (0: off)", min=0,
+                     max=0.99999)
+    steps: int = opt(5000, "default run length in steps", min=1)
+
+    presets = {"tiny": dict(ngf=4, ndf=4, z_dim=8, batch_size=8, steps=4)}
+
+    def build(self, shape, num_classes=0) -> GAN:
+        G = DCGenerator(self.z_dim, shape, self.ngf)
+        D = DCDiscriminator(shape, self.ndf, self.d_norm)
+        G.apply(init_weights), D.apply(init_weights)
+        return GAN(self, G, D, shape)

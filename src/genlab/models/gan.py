@@ -1,0 +1,181 @@
+"""The adversarial game every GAN model shares, and the article's MLP GAN.
+
+Goodfellow et al. 2014, "Generative Adversarial Nets": D and G play
+    min_G max_D  E_x[log D(x)] + E_z[log(1 - D(G(z)))]                                    (eq. 1)
+One `train_step` = `n_critic` discriminator updates (each on a fresh real batch) then one generator
+update, then the optional named steps (EMA). The objective comes from the LOSSES table
+(`--loss`), so any GAN model here trains with any loss. Networks take `(z, y)` / `(x, y)` with `y`
+the class labels (ignored by unconditional networks) and D returns logits (B,).
+
+The `gan` model is the tutorial article's network, exactly: G 100 -> 128 -> 128 -> 784 with
+LeakyReLU(0.01) and tanh, D 784 -> 128 -> 1. The article's code trained D on random noise labelled
+"real"; here D sees real images, which is the whole difference between noise and digits.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..config import opt
+from ..guard import update
+from ..losses import LOSSES, gradient_penalty
+from ..registry import UsageError
+from . import MODELS
+
+
+@dataclass
+class GANConfig:
+    """Shared GAN recipe: objective, optimiser, tricks. Model files subclass it with their networks."""
+    z_dim: int = opt(100, "latent size", min=1)
+    loss: str = opt("nonsaturating", "GAN objective (genlab list shows them)")
+    lr_g: float = opt(2e-4, "generator Adam learning rate", min=0)
+    lr_d: float = opt(2e-4, "discriminator Adam learning rate", min=0)
+    beta1: float = opt(0.5, "Adam beta1 (0.5: Radford et al. 2015)", min=0, max=1)
+    beta2: float = opt(0.999, "Adam beta2", min=0, max=1)
+    batch_size: int = opt(64, "images per batch", min=1)
+    n_critic: int = opt(1, "discriminator updates per generator step (5 for wgan-gp)", min=1)
+    gp: float | None = opt(None, "gradient-penalty weight (default: the loss's own, 10 for wgan-gp)",
+                           min=0)
+    ema: float = opt(0.0, "decay of the EMA of G's weights used for sampling (0: off)", min=0, max=0.99999)
+    sn: bool = opt(False, "spectral normalisation on every layer of D (Miyato et al. 2018)")
+    steps: int = opt(3000, "default run length in steps when --max-steps is not given", min=1)
+
+    def validate(self):
+        LOSSES[self.loss]  # unknown loss -> UsageError listing the known ones
+        if self.loss == "wgan-gp" and self.n_critic == 1:
+            self.n_critic = 5  # Gulrajani et al. 2017, Algorithm 1
+
+
+def spectral_norm_all(net: nn.Module) -> nn.Module:
+    for name, m in list(net.named_modules()):
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.utils.parametrizations.spectral_norm(m)
+    return net
+
+
+@torch.no_grad()
+def ema_step(G_ema: nn.Module, G: nn.Module, decay: float, n: torch.Tensor) -> None:
+    """theta_ema <- beta theta_ema + (1 - beta) theta, with beta warmed up as min(decay, (1+n)/(10+n))
+    so that short runs are not dominated by the initial weights (Karras et al. 2018; Yazici et al. 2019).
+    Buffers (BN statistics) are copied."""
+    n += 1
+    beta = min(decay, (1 + n.item()) / (10 + n.item()))
+    torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1 - beta)
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
+
+
+class GAN(nn.Module):
+    """G, D and (optionally) G_ema, trained with the objective named by `config.loss`."""
+
+    def __init__(self, config: GANConfig, G: nn.Module, D: nn.Module, shape, num_classes: int = 0):
+        super().__init__()
+        self.config, self.shape, self.num_classes = config, tuple(shape), num_classes
+        self.G, self.D = G, (spectral_norm_all(D) if config.sn else D)
+        self.loss = LOSSES[config.loss]
+        self.gp = self.loss.gp if config.gp is None else config.gp
+        if config.ema:
+            self.G_ema = copy.deepcopy(G).requires_grad_(False)
+            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        self.autocast_dtype: torch.dtype | None = None  # set by the loop from --precision
+
+    def autocast(self, device_type: str):
+        return torch.autocast(device_type, dtype=self.autocast_dtype or torch.float32,
+                              enabled=self.autocast_dtype is not None)
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        c = self.config
+        return {"d": torch.optim.Adam(self.D.parameters(), lr=c.lr_d, betas=(c.beta1, c.beta2)),
+                "g": torch.optim.Adam(self.G.parameters(), lr=c.lr_g, betas=(c.beta1, c.beta2))}
+
+    def noise(self, n: int, generator=None, device=None) -> torch.Tensor:
+        return torch.randn(n, self.config.z_dim, generator=generator, device=device)  # z ~ N(0, I)
+
+    def train_step(self, batches, opt, generator=None) -> dict[str, torch.Tensor]:
+        G, D, loss = self.G, self.D, self.loss
+        for _ in range(self.config.n_critic):
+            x, y = next(batches)                         # x: (B, C, H, W) in [-1, 1]; y: (B,)
+            z = self.noise(len(x), generator, x.device)  # (B, z_dim)
+            # 1) discriminator: minimise loss.d(D(x), D(G(z))), i.e. raise D(x), lower D(G(z))
+            with self.autocast(x.device.type):
+                x_fake = G(z, y)                         # graph kept for the G step below
+                real, fake = D(x, y).float(), D(x_fake.detach(), y).float()
+            d_loss = loss.d(real, fake)
+            if self.gp:  # named step: gradient penalty (Gulrajani et al. 2017)
+                d_loss = d_loss + self.gp * gradient_penalty(D, x, x_fake, y, generator)
+            update(opt["d"], d_loss, "D loss")
+        # 2) generator: minimise loss.g(D(G(z))) against the updated D (non-saturating by default)
+        D.requires_grad_(False)  # G's update needs dL/dx through D, not D's own weight gradients
+        try:
+            with self.autocast(x.device.type):
+                fake_g = D(x_fake, y).float()
+            g_loss = loss.g(fake_g)
+            update(opt["g"], g_loss, "G loss")
+        finally:
+            D.requires_grad_(True)
+        # 3) named step: EMA of G's weights, used by sample()
+        if self.config.ema:
+            ema_step(self.G_ema, G, self.config.ema, self.ema_updates)
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
+                "D(x)": torch.sigmoid(real.detach()).mean(), "D(G(z))": torch.sigmoid(fake.detach()).mean()}
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: torch.Tensor | None = None, generator=None) -> torch.Tensor:
+        """n images (n, C, H, W) in [-1, 1] from G_ema when enabled, else G, in eval mode."""
+        G = self.G_ema if self.config.ema else self.G
+        device = next(G.parameters()).device
+        if self.num_classes:
+            labels = torch.arange(n) % self.num_classes if labels is None else torch.as_tensor(labels)
+            if labels.min() < 0 or labels.max() >= self.num_classes:
+                raise UsageError(f"labels must be in 0..{self.num_classes - 1}")
+            labels = labels.to(device)
+        was_training = G.training
+        G.eval()
+        try:
+            x = G(self.noise(n, generator).to(device), labels).float().clamp(-1, 1)
+        finally:
+            G.train(was_training)
+        return x
+
+
+# ---------------------------------------------------------------- the article's MLP networks
+class MLPGenerator(nn.Module):
+    def __init__(self, z_dim: int, shape, hidden: int = 128):
+        super().__init__()
+        self.shape = tuple(shape)
+        self.net = nn.Sequential(
+            nn.Linear(z_dim, hidden), nn.LeakyReLU(0.01),
+            nn.Linear(hidden, hidden), nn.LeakyReLU(0.01),
+            nn.Linear(hidden, math.prod(shape)), nn.Tanh())
+
+    def forward(self, z, y=None):                      # z: (B, z_dim) -> (B, C, H, W) in [-1, 1]
+        return self.net(z).view(len(z), *self.shape)
+
+
+class MLPDiscriminator(nn.Module):
+    def __init__(self, shape, hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(math.prod(shape), hidden), nn.LeakyReLU(0.01),
+                                 nn.Linear(hidden, 1))
+
+    def forward(self, x, y=None):                      # x: (B, C, H, W) -> logits (B,)
+        return self.net(x.flatten(1)).squeeze(1)
+
+
+@MODELS.register("gan")
+@dataclass
+class MLPGANConfig(GANConfig):
+    """The article's MLP GAN (Goodfellow et al. 2014), trained on real images."""
+    hidden: int = opt(128, "hidden units of G and D (the article: 128)", min=1)
+    batch_size: int = opt(64, "images per batch", min=1)
+    steps: int = opt(6000, "default run length in steps", min=1)
+
+    presets = {"tiny": dict(hidden=16, z_dim=8, batch_size=8, steps=4)}
+
+    def build(self, shape, num_classes=0) -> GAN:
+        return GAN(self, MLPGenerator(self.z_dim, shape, self.hidden),
+                   MLPDiscriminator(shape, self.hidden), shape)

@@ -1,0 +1,94 @@
+"""A run folder: resolving its config (defaults < config file < options; saved config on resume),
+preparing the folder, and loading a trained model back from it."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .config import TrainConfig, budget_fields, build, load_file, split_keys, to_dict
+from .models import MODELS
+from .registry import UsageError
+
+GENLAB_FILES = ("config.json", "latest", "metrics.jsonl", "samples.png", "losses.png",
+                "reconstructions.png", "skipped_images.txt")
+GENLAB_DIRS = ("samples", "tb")
+
+
+def resolve(model: str | None, options: dict, config_file: str | None, preset: str | None,
+            resume: bool):
+    """-> (model name, TrainConfig, model config, run folder, checkpoint to resume from or None)."""
+    values = dict(load_file(config_file)) if config_file else {}
+    values.update({k: v for k, v in options.items() if v is not None})
+    if not resume:
+        if model is None:
+            raise UsageError(f"name a model to train; known: {', '.join(sorted(MODELS))}")
+        cls = MODELS[model]
+        t_vals, m_vals = split_keys(values, [TrainConfig, cls], config_file or "options")
+        tcfg, mcfg = build(TrainConfig, t_vals), build(cls, m_vals, preset)
+        run = Path(tcfg.out or f"runs/{model}")
+        tcfg.out = str(run)
+        return model, tcfg, mcfg, run, None
+    run = Path(values.get("out") or f"runs/{model}")
+    saved_path = run / "config.json"
+    if not saved_path.is_file():
+        raise UsageError(f"nothing to resume in {run} (no config.json); train without --resume first")
+    saved = json.loads(saved_path.read_text())
+    if model is not None and model != saved["model"]:
+        raise UsageError(f"{run} holds a {saved['model']!r} run, not {model!r}")
+    model = saved["model"]
+    cls = MODELS[model]
+    t_vals, m_vals = split_keys(values, [TrainConfig, cls], config_file or "options")
+    tcfg = build(TrainConfig, {**saved["train"], **{k: v for k, v in t_vals.items()
+                                                    if k in budget_fields(TrainConfig)}})
+    mcfg = build(cls, saved["model_config"])
+    for cfg, vals, allowed in ((tcfg, t_vals, budget_fields(TrainConfig)), (mcfg, m_vals, set())):
+        for k, v in vals.items():
+            if k not in allowed and build(type(cfg), {**to_dict(cfg), k: v}).__dict__[k] != getattr(cfg, k):
+                raise UsageError(f"--{k.replace('_', '-')} {v} differs from the saved run "
+                                 f"({getattr(cfg, k)}); a resumed run keeps its config: drop the flag "
+                                 f"or start a new run with another --out")
+    tcfg.out = str(run)
+    return model, tcfg, mcfg, run, ckpt.latest(run)
+
+
+def prepare_run(run: Path, name: str, tcfg, mcfg, resume: bool, overwrite: bool) -> None:
+    has_run = run.is_dir() and (any((run / f).exists() for f in ("config.json", "latest"))
+                                or bool(ckpt.committed(run)))
+    if has_run and not resume:
+        if not overwrite:
+            raise UsageError(f"{run} already holds a run; add --resume to continue it or "
+                             f"--overwrite to replace it (or choose another --out)")
+        for p in list(run.glob("ckpt-*")) + [run / d for d in GENLAB_DIRS]:
+            shutil.rmtree(p, ignore_errors=True)
+        for f in GENLAB_FILES:
+            (run / f).unlink(missing_ok=True)
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        ckpt.clean_leftovers(run)
+        if not resume or not (run / "config.json").exists():
+            ckpt.atomic_write_text(run / "config.json", json.dumps(
+                {"model": name, "train": to_dict(tcfg), "model_config": to_dict(mcfg)}, indent=1) + "\n")
+    except OSError as e:
+        raise UsageError(f"cannot write the run folder {run}: {e.strerror}; choose another --out") from None
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """A trained model from a run folder (its newest verified checkpoint) or a checkpoint folder, in
+    eval mode; `model.sample(n, generator=...)` returns (n, C, H, W) in [-1, 1]."""
+    path = Path(path)
+    c = path if (path / "MANIFEST.json").is_file() else ckpt.latest(path)
+    if c is None:
+        raise UsageError(f"no checkpoint in {path}; train first (genlab train MODEL --out {path})")
+    tensors, _, _, state = ckpt.load(c)
+    cls = MODELS[state["model"]]
+    cfg = build(cls, state["config"]["model"])
+    model = cfg.build(tuple(state["shape"]), state["num_classes"])
+    ckpt.check_tensors(model, tensors, c)
+    model.load_state_dict(tensors)
+    model.run_dir, model.checkpoint, model.step = path, c, state["step"]
+    model.train_config = state["config"]["train"]
+    return model.to(device).eval()

@@ -1,0 +1,48 @@
+"""Turning samples into files: image grids (torchvision's make_grid/save_image) and npz arrays."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.utils import save_image
+
+from .data import to_uint8
+from .registry import UsageError
+
+
+def draw(model, n: int, seed: int = 0, labels=None, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n samples (n, C, H, W) in [-1, 1], drawn in batches from one generator seeded with `seed`;
+    with the labels asked for (class i % K by default) for conditional models, else None."""
+    g = torch.Generator().manual_seed(seed)
+    k = getattr(model, "num_classes", 0)
+    if labels is not None and not k:
+        raise UsageError("--label needs a conditional model (this one is unconditional)")
+    if k:
+        labels = torch.arange(n) % k if labels is None else torch.as_tensor(labels).expand(n).clone()
+        if labels.min() < 0 or labels.max() >= k:
+            raise UsageError(f"--label must be in 0..{k - 1}")
+    out = [model.sample(min(batch_size, n - i), None if labels is None else labels[i:i + batch_size],
+                        generator=g) for i in range(0, n, batch_size)]
+    return torch.cat(out), labels
+
+
+def save_grid(x: torch.Tensor, path, nrow: int | None = None) -> Path:
+    """x: (N, C, H, W) in [-1, 1] -> PNG grid, nrow images per row (default: square)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(x.float(), path, nrow=nrow or math.ceil(math.sqrt(len(x))), normalize=True,
+               value_range=(-1, 1), padding=2, pad_value=1.0)
+    return path
+
+
+def save_npz(x: torch.Tensor, path, labels: torch.Tensor | None = None) -> Path:
+    """`images` uint8 (N, C, H, W) = round((x + 1) * 127.5); `labels` int64 (N,) for conditional models."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"images": to_uint8(x).numpy()}
+    if labels is not None:
+        arrays["labels"] = labels.to(torch.int64).numpy()
+    np.savez(path, **arrays)
+    return path

@@ -1,0 +1,112 @@
+"""The CLI contract: commands, outputs, and one-line errors with exit code 2."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from genlab.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_usage_error(capsys, *argv, match):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert match in lines[0], lines[0]
+
+
+def test_list(capsys):
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    for name in ("gan", "dcgan", "nonsaturating", "minimax", "mnist-5k", "mnist", "folder", "npz"):
+        assert f"  {name} " in out
+
+
+def test_train_then_sample_png_and_npz(capsys, tiny_npz, tmp_path):
+    run = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", "dcgan", "--preset", "tiny", "--data", "npz",
+                             "--data-dir", str(tiny_npz), "--max-steps", "2", "--out", str(run),
+                             "--threads", "1")
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == str(run)          # the run folder is printed last
+    assert (run / "ckpt-00000002" / "MANIFEST.json").is_file()
+    assert (run / "latest").read_text().strip() == "ckpt-00000002"
+    code, _, err = run_cli(capsys, "sample", str(run), "--n", "12", "--seed", "0", "--out", str(tmp_path / "g.png"))
+    assert code == 0 and (tmp_path / "g.png").stat().st_size > 0
+    code, _, err = run_cli(capsys, "sample", str(run), "--n", "7", "--seed", "1", "--out", str(tmp_path / "s.npz"))
+    assert code == 0
+    with np.load(tmp_path / "s.npz", allow_pickle=False) as f:
+        assert f["images"].dtype == np.uint8 and f["images"].shape == (7, 1, 28, 28)
+        assert "labels" not in f.files                        # unconditional model
+    # same seed, same samples
+    run_cli(capsys, "sample", str(run), "--n", "7", "--seed", "1", "--out", str(tmp_path / "t.npz"))
+    assert np.array_equal(np.load(tmp_path / "s.npz")["images"], np.load(tmp_path / "t.npz")["images"])
+
+
+def test_config_file_and_resume_rules(capsys, tiny_npz, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'data = "npz"\ndata_dir = "{tiny_npz}"\nz_dim = 6\nbatch_size = 8\nngf = 4\nndf = 4\n')
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "dcgan", "--config", str(cfg), "--max-steps", "2",
+                           "--out", str(run), "--threads", "1")
+    assert code == 0, err
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["model_config"]["z_dim"] == 6 and saved["train"]["max_steps"] == 2
+    # a run already there is refused without --resume/--overwrite
+    assert_usage_error(capsys, "train", "dcgan", "--config", str(cfg), "--out", str(run),
+                       match="already holds a run")
+    # resume: repeating the saved config is fine, changing the budget is fine, changing the model is not
+    assert_usage_error(capsys, "train", "dcgan", "--resume", "--out", str(run), "--z-dim", "7",
+                       match="differs from the saved run")
+    code, _, err = run_cli(capsys, "train", "dcgan", "--resume", "--out", str(run), "--z-dim", "6",
+                           "--max-steps", "3", "--threads", "1")
+    assert code == 0, err
+    assert (run / "latest").read_text().strip() == "ckpt-00000003"
+    code, _, err = run_cli(capsys, "train", "dcgan", "--config", str(cfg), "--out", str(run),
+                           "--overwrite", "--max-steps", "1", "--threads", "1")
+    assert code == 0 and (run / "latest").read_text().strip() == "ckpt-00000001"
+    assert not (run / "ckpt-00000003").exists()
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["train", "nomodel"], "unknown model 'nomodel'; known: dcgan, gan"),
+    (["train", "dcgan", "--loss", "nope"], "unknown loss 'nope'; known:"),
+    (["train", "dcgan", "--data", "imagenet"], "unknown data source 'imagenet'; known:"),
+    (["train", "dcgan", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["train", "dcgan", "--precision", "fp8"], "invalid choice"),
+    (["train", "dcgan", "--max-steps", "ten"], "invalid int value"),
+    (["train", "dcgan", "--data", "mnist", "--data-dir", "/nonexistent/mnist"], "pass --data-dir"),
+    (["train", "dcgan", "--data", "folder", "--data-dir", "/nonexistent"], "--data-dir"),
+    (["train", "dcgan", "--image-size", "30"], "dcgan needs --image-size"),
+    (["train", "dcgan", "--resume", "--out", "/nonexistent/run"], "nothing to resume"),
+    (["sample", "/nonexistent/run", "--out", "x.png"], "no checkpoint in"),
+    (["sample", "/nonexistent/run", "--out", "x.jpg"], "--out must end in .png"),
+    (["bogus"], "invalid choice"),
+])
+def test_usage_errors_are_one_line_exit_2(capsys, tmp_path, argv, match):
+    argv = [a if a != "x.png" and a != "x.jpg" else str(tmp_path / a) for a in argv]
+    if argv[0] == "train" and "--out" not in argv:
+        argv += ["--out", str(tmp_path / "run")]
+    assert_usage_error(capsys, *argv, match=match)
+
+
+def test_unknown_config_key_names_the_closest(capsys, tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"z_dimm": 3}))
+    assert_usage_error(capsys, "train", "dcgan", "--config", str(cfg), "--out", str(tmp_path / "r"),
+                       match="unknown option 'z_dimm' in")
+
+
+def test_console_script_exit_code(tmp_path):
+    """The installed entry point: a real process, exit code 2, one line on stderr."""
+    p = subprocess.run([sys.executable, "-m", "genlab.cli", "train", "dcgan", "--lr-g", "-1",
+                        "--out", str(tmp_path / "r")], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.strip() == "genlab: error: --lr-g must be >= 0, got -1.0"
