@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from genlab.cli import main
+from genlab.models import MODELS
 
 
 def run_cli(capsys, *argv):
@@ -77,7 +78,7 @@ def test_config_file_and_resume_rules(capsys, tiny_npz, tmp_path):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["train", "nomodel"], "unknown model 'nomodel'; known: dcgan, gan"),
+    (["train", "nomodel"], f"unknown model 'nomodel'; known: {', '.join(sorted(MODELS))}"),
     (["train", "dcgan", "--loss", "nope"], "unknown loss 'nope'; known:"),
     (["train", "dcgan", "--data", "imagenet"], "unknown data source 'imagenet'; known:"),
     (["train", "dcgan", "--batch-size", "0"], "--batch-size must be >= 1"),

@@ -52,7 +52,8 @@ def test_resume_is_bit_exact(name, tiny_npz, tmp_path):
         assert torch.equal(a[k], b[k]), k
     rows = lambda r: [json.loads(l) for l in (r / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in rows(two)] == [1, 2, 3, 4, 5, 6]
-    assert [x["g_loss"] for x in rows(one)] == [x["g_loss"] for x in rows(two)]
+    no_time = lambda r: {k: v for k, v in r.items() if k != "img_s"}
+    assert [no_time(x) for x in rows(one)] == [no_time(x) for x in rows(two)]  # identical curves
 
 
 @pytest.mark.parametrize("loss", sorted(LOSSES))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from .guard import Diverged
@@ -70,7 +71,7 @@ def cmd_sample(args) -> None:
     model = load(args.run)
     x, labels = draw(model, args.n, args.seed, args.label, args.batch_size)
     if out.suffix == ".png":
-        save_grid(x, out, args.nrow)
+        save_grid(x, out, args.nrow, labels)
     else:
         save_npz(x, out, labels)
     print(out)
@@ -78,6 +79,7 @@ def cmd_sample(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"genlab: warning: {msg}\n"  # one line
     p = Parser(prog="genlab", description="Train, sample and evaluate image-generation models.")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
     sub.add_parser("list", help="models, losses, data sources, metrics")
@@ -90,12 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--label", type=int, help="class to draw (conditional models)")
     s.add_argument("--nrow", type=int, help="images per grid row (default: square)")
     s.add_argument("--batch-size", type=int, default=500)
+    from .evaluate import add_eval_parser, cmd_eval
+    add_eval_parser(sub)
     try:
         if argv and argv[0] == "train":
             cmd_train(argv[1:])
             return 0
         args = p.parse_args(argv)
-        {"list": cmd_list, "sample": cmd_sample}[args.cmd](args)
+        {"list": cmd_list, "sample": cmd_sample, "eval": cmd_eval}[args.cmd](args)
     except UsageError as e:
         print(f"genlab: error: {e}", file=sys.stderr)
         return 2

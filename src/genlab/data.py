@@ -13,6 +13,7 @@ operation: no per-image Python work in the hot loop (unlike a DataLoader over PI
 from __future__ import annotations
 
 import gzip
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,10 @@ def load_data(name: str, data_dir: str | None = None, split: str = "train",
     """Load a registered data source, resized to `image_size` (None keeps its native size)."""
     if split not in ("train", "test"):
         raise UsageError(f"unknown split {split!r}; use train or test")
-    ds = DATA[name](data_dir=data_dir, split=split, download=download, **options)
+    source = DATA[name]
+    if image_size is not None and "image_size" in inspect.signature(source).parameters:
+        options = {**options, "image_size": image_size}  # e.g. folder: decode straight to the size
+    ds = source(data_dir=data_dir, split=split, download=download, **options)
     if ds.images.dtype != torch.uint8 or ds.images.ndim != 4 or len(ds) == 0:
         raise UsageError(f"data source {name!r} returned no usable images")
     ds.images = resize(ds.images, image_size)
@@ -167,6 +171,30 @@ def mnist_5k(data_dir=None, split="train", download=False):
         return _with_labels(f["images"], f["labels"], "mnist-5k")
 
 
+STACKED_N = {"train": 60_000, "test": 10_000}
+
+
+@DATA.register("stacked-mnist")
+def stacked_mnist(data_dir=None, split="train", download=False, n=None, seed=0):
+    """Stacked MNIST, 1,000 modes (Metz et al. 2017; Lin et al. 2018, PacGAN): three random MNIST
+    digits as the R, G, B channels, label 100 * d_r + 10 * d_g + d_b. --data-dir is the MNIST folder.
+
+    Deterministic given `seed`: n images (default 60,000 from the MNIST train split, 10,000 from the
+    test split), digit indices drawn with numpy's default_rng(seed) uniformly with replacement.
+    """
+    base = mnist(data_dir=data_dir, split=split, download=download)
+    n = STACKED_N[split] if n is None else int(n)
+    if n < 1:
+        raise UsageError(f"stacked-mnist needs n >= 1, got {n}")
+    idx = np.random.default_rng(seed).integers(0, len(base), size=(n, 3))
+    digits = base.labels.numpy()[idx]                                  # (n, 3)
+    x = base.images[:, 0].numpy()[idx]                                 # (n, 3, 28, 28)
+    y = digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2]
+    ds = _with_labels(x, y, "stacked-mnist")
+    ds.num_classes = 1000
+    return ds
+
+
 @DATA.register("npz")
 def npz(data_dir=None, split="train", download=False, path=None):
     """A .npz file (given as --data-dir): key `images` uint8 (N, H, W), (N, C, H, W) or (N, H, W, C)
@@ -192,14 +220,22 @@ def npz(data_dir=None, split="train", download=False, path=None):
 
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+MAX_PIXELS = 1 << 26  # 67 MP: bigger images are refused as decompression bombs (Pillow's own: 89 MP)
+
+
+class BadImage(ValueError):
+    """An image file the folder source cannot use; the message says why."""
 
 
 @DATA.register("folder")
-def folder(data_dir=None, split="train", download=False, image_size=64, channels=None):
+def folder(data_dir=None, split="train", download=False, image_size=64, channels=None, strict=False):
     """Any folder of images (searched recursively). Sub-folders name classes, ImageFolder-style;
     images directly in the folder are unlabelled. Each image is centre-cropped to a square and
-    resized to `image_size`; grey when every image is grey, else RGB (override with channels)."""
-    from PIL import Image, ImageOps
+    resized to `image_size`; grey when every image is grey, else RGB (override with channels).
+
+    Unusable files (empty, corrupt, truncated, not images, decompression bombs) are skipped and listed
+    in `ds.skipped` as "path: reason" (the loop writes them to RUN/skipped_images.txt); with
+    `strict` the first one is an error naming it. No usable image at all is an error."""
     root = Path(data_dir or "")
     if not data_dir or not root.is_dir():
         raise UsageError(f"folder data needs --data-dir pointing at a folder of images (got {str(root)!r})")
@@ -209,24 +245,17 @@ def folder(data_dir=None, split="train", download=False, image_size=64, channels
     imgs, labels, bad = [], [], []
     for p in files:
         try:
-            with Image.open(p) as im:
-                im = ImageOps.exif_transpose(im)
-                if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                    a = np.asarray(im, dtype=np.float64)
-                    lo, hi = (0, 65535) if im.mode.startswith("I;16") else (a.min(), max(a.max(), a.min() + 1e-12))
-                    im = Image.fromarray(((a - lo) / (hi - lo) * 255).round().clip(0, 255).astype(np.uint8))
-                im = im.convert("RGBA").convert("RGB") if im.mode in ("P", "PA", "LA", "RGBA") \
-                    else im.convert("RGB")
-                im = ImageOps.fit(im, (image_size, image_size), Image.Resampling.BICUBIC)
-                imgs.append(np.asarray(im, dtype=np.uint8))
-        except Exception as e:  # PIL raises many types for broken files; all mean "skip this one"
-            bad.append(f"{p}: {type(e).__name__}")
+            imgs.append(read_image(p, image_size))
+        except BadImage as e:
+            if strict:
+                raise UsageError(f"unusable image {p}: {e} (without --strict it would be skipped)") from None
+            bad.append(f"{p}: {e}")
             continue
-        rel = p.parent.relative_to(root).as_posix()
-        labels.append(cls_index.get(rel, -1))
+        labels.append(cls_index.get(p.parent.relative_to(root).as_posix(), -1))
     if not imgs:
-        raise UsageError(f"no readable images in {root} ({len(bad)} unreadable); "
-                         f"supported: {', '.join(sorted(IMAGE_EXTS))}")
+        why = f"all {len(files)} image files are unusable, e.g. {bad[0]}" if bad else \
+            f"no files with an image extension ({', '.join(sorted(IMAGE_EXTS))})"
+        raise UsageError(f"no usable images in {root}: {why}")
     x = np.stack(imgs).transpose(0, 3, 1, 2)  # (N, 3, H, W)
     grey = bool((x[:, 0] == x[:, 1]).all() and (x[:, 1] == x[:, 2]).all())
     if channels == 1 or (channels is None and grey):
@@ -236,3 +265,87 @@ def folder(data_dir=None, split="train", download=False, image_size=64, channels
     ds = _with_labels(x, np.array(labels) if classes else None, "folder")
     ds.skipped = bad
     return ds
+
+
+def read_image(path: Path, size: int) -> np.ndarray:
+    """One image file -> uint8 (size, size, 3): EXIF orientation applied, transparency composited onto
+    black, 16-bit and float pixels scaled (not clipped) to 8 bits, centre-cropped, resized (bicubic).
+    Anything Pillow cannot decode completely, or more than MAX_PIXELS pixels, raises BadImage."""
+    import warnings
+    from PIL import Image, ImageOps, UnidentifiedImageError
+    try:
+        if path.stat().st_size == 0:
+            raise BadImage("empty file")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:  # reads the header only
+                if im.width * im.height > MAX_PIXELS:
+                    raise BadImage(f"{im.width}x{im.height} pixels, over the limit of {MAX_PIXELS} "
+                                   f"(a decompression bomb?)")
+                im.load()  # decodes everything now: a truncated file fails here, not later
+                im = _to_rgb(ImageOps.exif_transpose(im))
+                return np.asarray(ImageOps.fit(im, (size, size), Image.Resampling.BICUBIC), np.uint8)
+    except BadImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImage(f"decompression bomb ({e})".replace("\n", " ")) from None
+    except UnidentifiedImageError:
+        raise BadImage("not an image file Pillow can read") from None
+    except Exception as e:  # Pillow raises many types (OSError, SyntaxError, ...) for broken data
+        raise BadImage(f"corrupt or truncated ({type(e).__name__}: {e})".replace("\n", " ")) from None
+
+
+def _to_rgb(im):
+    """Any Pillow mode -> RGB. 16-bit ("I;16*") maps 0..65535 linearly to 0..255; 32-bit int ("I")
+    likewise when its values fit 16 bits (as when Pillow widens a 16-bit file), as-is when they fit
+    8 bits, else min..max; float ("F") in [0, 1] is scaled by 255, else min..max."""
+    from PIL import Image
+    if im.mode.startswith("I") or im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise BadImage("non-finite pixel values")
+        lo, hi = a.min(), a.max()
+        if im.mode.startswith("I;16") or (im.mode == "I" and lo >= 0 and 255 < hi <= 65535):
+            lo, hi = 0.0, 65535.0
+        elif im.mode == "F" and lo >= 0 and hi <= 1:
+            lo, hi = 0.0, 1.0
+        elif lo >= 0 and hi <= 255:
+            lo, hi = 0.0, 255.0
+        a = (a - lo) / max(hi - lo, 1e-12) * 255
+        return Image.fromarray(a.round().clip(0, 255).astype(np.uint8)).convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+OLIVETTI_FILE = "olivetti_faces_uint8.npz"
+OLIVETTI_TEST_SUBJECTS = range(35, 40)
+
+
+@DATA.register("olivetti")
+def olivetti(data_dir=None, split="train", download=False):
+    """Olivetti / ORL faces (AT&T Laboratories Cambridge): 400 grey 64x64 faces, 10 of each of 40
+    people; labels = subject id. --data-dir is the folder holding olivetti_faces_uint8.npz (keys
+    `images` (400, 64, 64) uint8, `target` (400,)) or that file itself.
+
+    Split (deterministic, by person): subjects 35-39 (50 images) are "test", subjects 0-34
+    (350 images) "train", so held-out scores measure faces of people the model never saw.
+    """
+    roots = [Path(data_dir).expanduser()] if data_dir else [DEFAULT_ROOT / "faces", DEFAULT_ROOT]
+    cands = [r if r.is_file() else r / OLIVETTI_FILE for r in roots]
+    p = next((c for c in cands if c.is_file()), None)
+    if p is None:
+        raise UsageError(f"{OLIVETTI_FILE} not found in {', '.join(map(str, roots))}; pass --data-dir "
+                         f"FOLDER holding it (e.g. ../shared/data/faces)")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            x, y = f["images"], f["target"].astype(np.int64)
+    except (ValueError, KeyError, OSError) as e:
+        raise UsageError(f"{p} is not the Olivetti npz (images, target): {e}") from None
+    if x.dtype != np.uint8 or x.ndim != 3 or len(y) != len(x):
+        raise UsageError(f"{p}: expected images uint8 (N, 64, 64) and target (N,), got "
+                         f"{x.dtype} {x.shape} and {y.shape}")
+    test = np.isin(y, list(OLIVETTI_TEST_SUBJECTS))
+    keep = test if split == "test" else ~test
+    return _with_labels(x[keep], y[keep], "olivetti")

@@ -4,8 +4,12 @@ A non-finite loss or gradient must not reach the weights: `update` raises `NonFi
 `opt.step()`. A GAN step makes several updates (D, then G), so when G's gradient turns bad after D
 already stepped, the loop restores the `StepSnapshot` taken before the step: nothing the step touched
 advances (weights, BN statistics, EMA, optimiser moments), and the batch it drew stays consumed.
+The loop counts and logs each skip; after `K` consecutive ones it rolls back to the last good
+checkpoint, and a divergence that survives that raises `Diverged` (CLI: one line, exit 1).
 """
 from __future__ import annotations
+
+import signal
 
 import torch
 
@@ -63,3 +67,25 @@ class StepSnapshot:
         for o, empty in zip(self.opts.values(), self._empty):
             if empty:  # the optimiser took its first step inside the failed one: forget it
                 o.state.clear()
+
+
+class StopFlag:
+    """SIGINT/SIGTERM set a flag: the loop finishes the current step, commits a checkpoint and exits 0."""
+
+    def __init__(self):
+        self.set, self._old = False, {}
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread: no signal handling
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.set = True
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)

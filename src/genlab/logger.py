@@ -27,12 +27,19 @@ class RunLogger:
         self.t_last, self.step_last = time.perf_counter(), start_step
 
     def _truncate_after(self, step: int) -> None:
-        """On resume, drop lines logged after the checkpoint we resume from, so the log matches the
-        state (they will be written again)."""
+        """On resume, drop lines logged after the checkpoint we resume from (they will be written
+        again) and a half-written last line left by a kill; rewritten atomically."""
         if not self.path.exists():
             return
-        keep = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
-        self.path.write_text("".join(l + "\n" for l in keep))
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    keep.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
+        from .checkpoint import atomic_write_text
+        atomic_write_text(self.path, "".join(l + "\n" for l in keep))
 
     def log(self, step: int, stats: dict, batch_size: int) -> None:
         now = time.perf_counter()

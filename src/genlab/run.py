@@ -19,9 +19,15 @@ GENLAB_DIRS = ("samples", "tb")
 
 
 def resolve(model: str | None, options: dict, config_file: str | None, preset: str | None,
-            resume: bool):
+            resume: bool, overwrite: bool = False):
     """-> (model name, TrainConfig, model config, run folder, checkpoint to resume from or None)."""
-    values = dict(load_file(config_file)) if config_file else {}
+    if resume and overwrite:
+        raise UsageError("--resume continues the run in --out and --overwrite replaces it: choose one")
+    values = load_file(config_file) if config_file else {}
+    if not isinstance(values, dict):
+        raise UsageError(f"config file {config_file} must hold a table of options, "
+                         f"not a {type(values).__name__}")
+    values = dict(values)
     values.update({k: v for k, v in options.items() if v is not None})
     if not resume:
         if model is None:
@@ -36,12 +42,20 @@ def resolve(model: str | None, options: dict, config_file: str | None, preset: s
     saved_path = run / "config.json"
     if not saved_path.is_file():
         raise UsageError(f"nothing to resume in {run} (no config.json); train without --resume first")
-    saved = json.loads(saved_path.read_text())
+    try:
+        saved = json.loads(saved_path.read_text())
+        saved["model"], saved["train"], saved["model_config"]
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(f"{saved_path} is not a genlab run config; start a new run with "
+                         f"another --out") from None
     if model is not None and model != saved["model"]:
         raise UsageError(f"{run} holds a {saved['model']!r} run, not {model!r}")
     model = saved["model"]
     cls = MODELS[model]
     t_vals, m_vals = split_keys(values, [TrainConfig, cls], config_file or "options")
+    if preset:  # a preset given again on resume must agree with the saved config, like any option
+        build(cls, {}, preset)  # unknown preset -> UsageError
+        m_vals = {**cls.presets[preset], **m_vals}
     tcfg = build(TrainConfig, {**saved["train"], **{k: v for k, v in t_vals.items()
                                                     if k in budget_fields(TrainConfig)}})
     mcfg = build(cls, saved["model_config"])

@@ -28,9 +28,16 @@ def draw(model, n: int, seed: int = 0, labels=None, batch_size: int = 500) -> tu
     return torch.cat(out), labels
 
 
-def save_grid(x: torch.Tensor, path, nrow: int | None = None) -> Path:
-    """x: (N, C, H, W) in [-1, 1] -> PNG grid, nrow images per row (default: square)."""
+def save_grid(x: torch.Tensor, path, nrow: int | None = None, labels: torch.Tensor | None = None) -> Path:
+    """x: (N, C, H, W) in [-1, 1] -> PNG grid, nrow images per row (default: square). With labels
+    (conditional samples), images are sorted by class so that row k shows class k when the classes
+    are balanced (e.g. 100 samples of 10 classes -> a 10x10 grid, one class per row)."""
     path = Path(path)
+    if labels is not None:
+        order = torch.argsort(labels.cpu(), stable=True)
+        x, counts = x[order], torch.bincount(labels.cpu())
+        if nrow is None and (counts == counts.max()).all():
+            nrow = int(counts.max())
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(x.float(), path, nrow=nrow or math.ceil(math.sqrt(len(x))), normalize=True,
                value_range=(-1, 1), padding=2, pad_value=1.0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
+import sys
 import time
 from pathlib import Path
 
@@ -11,13 +11,14 @@ import torch
 
 from . import checkpoint as ckpt
 from .data import load_data, to_float
-from .guard import Diverged, NonFiniteStep, StepSnapshot
+from .guard import Diverged, NonFiniteStep, StepSnapshot, StopFlag
 from .logger import RunLogger
-from .models import MODELS
+from .models import MODELS  # noqa: F401  (registers every model)
+from .registry import UsageError
 from .run import prepare_run, resolve
-from .sample import draw, save_grid
 
-MAX_CONSECUTIVE_SKIPS = 20
+MAX_CONSECUTIVE_SKIPS = 20  # K non-finite steps in a row roll back to the last good checkpoint...
+MAX_ROLLBACKS = 3           # ...at most this many times before the run counts as diverged
 
 
 class Batches:
@@ -26,7 +27,6 @@ class Batches:
 
     def __init__(self, ds, batch_size: int, seed: int, device, epoch: int = 0, pos: int = 0):
         if batch_size > len(ds):
-            from .registry import UsageError
             raise UsageError(f"--batch-size {batch_size} is larger than the data ({len(ds)} images)")
         self.ds, self.b, self.seed, self.device = ds, batch_size, seed, device
         self.epoch, self.pos = epoch, pos
@@ -50,100 +50,123 @@ class Batches:
         return {"epoch": self.epoch, "pos": self.pos}
 
 
-class StopFlag:
-    """SIGINT/SIGTERM finish the current step, commit a checkpoint and exit 0."""
-
-    def __init__(self):
-        self.set, self._old = False, {}
-
-    def __enter__(self):
-        for s in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread: no signal handling
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.set = True
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
 def train(model: str | None = None, *, resume: bool = False, overwrite: bool = False,
           config_file: str | None = None, preset: str | None = None, quiet: bool = False,
           **options) -> Path:
     """Train `model` (a MODELS name) with CLI-equivalent `options`; returns the run folder."""
-    name, tcfg, mcfg, run, start = resolve(model, options, config_file, preset, resume)
+    name, tcfg, mcfg, run, start = resolve(model, options, config_file, preset, resume, overwrite)
     torch.set_num_threads(tcfg.threads or os.cpu_count())
     device = torch.device("cuda" if tcfg.device == "auto" and torch.cuda.is_available()
                           else "cpu" if tcfg.device == "auto" else tcfg.device)
-    ds = load_data(tcfg.data, tcfg.data_dir, "train", tcfg.image_size, tcfg.download)
+    data_options = {"strict": tcfg.strict} if tcfg.data == "folder" else {}
+    ds = load_data(tcfg.data, tcfg.data_dir, "train", tcfg.image_size, tcfg.download, **data_options)
     torch.manual_seed(tcfg.seed)  # the only seeding: initial weights; data order and noise below
     net = mcfg.build(ds.shape, ds.num_classes).to(device)
+    batches = Batches(ds, mcfg.batch_size, tcfg.seed, device)
     prepare_run(run, name, tcfg, mcfg, resume, overwrite)  # only once data and model are valid
     net.autocast_dtype = torch.bfloat16 if tcfg.precision == "bf16" else None
     opts = net.configure_optimizers()
     noise = torch.Generator(device).manual_seed(tcfg.seed + 1)
-    batches = Batches(ds, mcfg.batch_size, tcfg.seed, device)
     step, skipped = 0, 0
     if start is not None:  # resume: weights, optimisers, data order and RNG exactly as saved
-        tensors, optim_t, rng, state = ckpt.load(start)
-        ckpt.check_tensors(net, tensors, start)
-        net.load_state_dict(tensors)
-        ckpt.load_optim(opts, optim_t, state)
+        rng, state = ckpt.restore(start, net, opts)
+        ckpt.check_rng(rng, {"torch": torch.get_rng_state(), "noise": noise.get_state()}, start)
         torch.set_rng_state(rng["torch"])
         noise.set_state(rng["noise"])
         batches.epoch, batches.pos = state["data"]["epoch"], state["data"]["pos"]
         step, skipped = state["step"], state.get("skipped", 0)
 
-    def save():
+    def save() -> bool:
+        if not ckpt.finite(net):  # a committed checkpoint is always a good one to roll back to
+            log.note(f"step {step}: weights are not finite; no checkpoint committed")
+            return False
         state = {"model": name, "shape": list(ds.shape), "num_classes": ds.num_classes,
                  "data": batches.state(), "skipped": skipped, "threads": torch.get_num_threads(),
                  "config": {"train": ckpt_config(tcfg), "model": ckpt_config(mcfg)},
                  "versions": {"torch": torch.__version__, "genlab": version()}}
         ckpt.save(run, step, net, opts, {"torch": torch.get_rng_state(), "noise": noise.get_state()},
                   state, tcfg.keep_last)
+        return True
 
     total = tcfg.max_steps or mcfg.steps
-    log = RunLogger(run, step, total)
-    snapshot, consecutive = StepSnapshot(net, opts), 0
     t0, saved_step = time.perf_counter(), step
-    net.train()
-    with StopFlag() as stop:
-        while step < total and not stop.set:
-            if tcfg.max_seconds is not None and time.perf_counter() - t0 >= tcfg.max_seconds:
-                break
-            snapshot.save()
-            try:
-                stats = net.train_step(batches, opts, noise)
-            except NonFiniteStep as e:  # undo the whole step; its batch stays consumed
-                snapshot.restore()
-                skipped, consecutive = skipped + 1, consecutive + 1
-                log.note(f"step {step + 1} skipped: {e} ({skipped} skipped so far)")
-                if consecutive >= MAX_CONSECUTIVE_SKIPS:
-                    raise Diverged(f"training diverged: {consecutive} consecutive non-finite "
-                                       f"steps; last good checkpoint: {ckpt.latest(run)}") from None
-                continue
-            step, consecutive = step + 1, 0
-            log.advance()
-            if step % tcfg.log_every == 0 or step == total:
-                log.log(step, {**stats, "skipped": skipped}, mcfg.batch_size)
-            if tcfg.sample_every and step % tcfg.sample_every == 0:
-                save_grid(draw(net, 100, tcfg.seed)[0], run / "samples" / f"step-{step:06d}.png", 10)
-            if tcfg.ckpt_every and step % tcfg.ckpt_every == 0:
+    try:
+        write_skipped_list(run, getattr(ds, "skipped", []), quiet)
+        log = RunLogger(run, step, total)
+        snapshot, consecutive, rollbacks = StepSnapshot(net, opts), 0, 0
+        net.train()
+        with StopFlag() as stop:
+            while step < total and not stop.set:
+                if tcfg.max_seconds is not None and time.perf_counter() - t0 >= tcfg.max_seconds:
+                    break
+                snapshot.save()
+                try:
+                    stats = net.train_step(batches, opts, noise)
+                except NonFiniteStep as e:  # undo the whole step; its batch stays consumed
+                    snapshot.restore()
+                    skipped, consecutive = skipped + 1, consecutive + 1
+                    log.note(f"step {step + 1} skipped: {e} ({skipped} skipped so far)")
+                    if consecutive >= MAX_CONSECUTIVE_SKIPS:
+                        step = saved_step = rollback(run, net, opts, step, consecutive, rollbacks, log)
+                        consecutive, rollbacks = 0, rollbacks + 1
+                    continue
+                step, consecutive = step + 1, 0
+                log.advance()
+                if step % tcfg.log_every == 0 or step == total:
+                    log.log(step, {**stats, "skipped": skipped}, mcfg.batch_size)
+                if tcfg.sample_every and step % tcfg.sample_every == 0:
+                    grid(net, tcfg.seed, run / "samples" / f"step-{step:06d}.png")
+                if tcfg.ckpt_every and step % tcfg.ckpt_every == 0 and save():
+                    saved_step, rollbacks = step, 0
+            if step != saved_step or ckpt.latest(run, warn=False) is None:
                 save()
-                saved_step = step
-    if step != saved_step or ckpt.latest(run) is None:
-        save()
-    save_grid(draw(net, 100, tcfg.seed)[0], run / "samples.png", 10)
-    log.close()
+        grid(net, tcfg.seed, run / "samples.png")
+        if hasattr(net, "reconstruct"):  # autoencoders: 50 training images above their reconstructions
+            from .sample import save_grid
+            x = to_float(ds.images[:50]).to(device)
+            save_grid(torch.cat([x, net.reconstruct(x)]), run / "reconstructions.png", 10)
+        log.close()
+    except OSError as e:  # full disk, read-only folder: one line; committed checkpoints are intact
+        raise UsageError(f"cannot write to {run}: {e.strerror or e}; {ckpt.intact(run)}; "
+                         f"free space and continue with --resume") from None
     if not quiet:
         print(f"trained {name} to step {step} in {time.perf_counter() - t0:.0f} s "
               f"({skipped} steps skipped)", flush=True)
     return run
+
+
+def rollback(run: Path, net, opts, step: int, consecutive: int, rollbacks: int, log) -> int:
+    """Reload the last good checkpoint's weights and optimiser state (the data order and noise keep
+    moving forward, so the replayed steps see new batches); -> its step. Raises Diverged when there is
+    none or it was already tried MAX_ROLLBACKS times."""
+    good = ckpt.latest(run, warn=False)
+    if good is None or rollbacks >= MAX_ROLLBACKS:
+        where = f"the last good checkpoint {good} is intact" if good else \
+            "no checkpoint to roll back to (commit them more often with --ckpt-every)"
+        raise Diverged(f"training diverged: {consecutive} consecutive non-finite steps at step "
+                       f"{step + 1} after {rollbacks} rollbacks; {where}")
+    _, state = ckpt.restore(good, net, opts)
+    log.note(f"{consecutive} consecutive non-finite steps: rolled back to {good.name} "
+             f"(rollback {rollbacks + 1} of at most {MAX_ROLLBACKS})")
+    return state["step"]
+
+
+def write_skipped_list(run: Path, bad: list[str], quiet: bool) -> None:
+    path = run / "skipped_images.txt"
+    if not bad:
+        path.unlink(missing_ok=True)
+        return
+    ckpt.atomic_write_text(path, "".join(f"{b}\n" for b in bad))
+    if not quiet:
+        print(f"genlab: skipped {len(bad)} unreadable images (listed in {path})", file=sys.stderr)
+
+
+def grid(net, seed: int, path: Path) -> None:
+    """100 samples from the run's own seed; `draw` uses its own generator, so writing grids never
+    changes training. (Imported here: torchvision takes seconds to import, a resumed run may never draw.)"""
+    from .sample import draw, save_grid
+    x, labels = draw(net, 100, seed)
+    save_grid(x, path, 10, labels)   # conditional models: row k = class k
 
 
 def ckpt_config(cfg) -> dict:

@@ -22,6 +22,7 @@ from ..registry import Registry, UsageError
 
 METRICS = Registry("metric")
 DEFAULT_METRICS = ("fd", "kid", "pr", "cs", "classes")
+NEEDS_NO_REAL = ("cs", "classes", "accuracy")  # functions of the samples' class probabilities only
 
 
 def as_f64(x, what: str = "array") -> np.ndarray:
@@ -56,16 +57,17 @@ def compute(metric_names, fake: dict, real: dict | None = None, train: dict | No
         out["n_train"] = len(train["features"])
     for name in names:
         fn = METRICS[name]
-        if real is None and name not in ("cs", "classes"):
+        if real is None and name not in NEEDS_NO_REAL:
             raise UsageError(f"metric {name!r} needs real features")
         out.update(fn(fake, real, train))
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
 
 
-from . import classes, fid, kid, memo, pr  # noqa: E402,F401  (each registers its metrics)
+from . import classes, cond, fid, kid, memo, pr  # noqa: E402,F401  (each registers its metrics)
 from .fid import frechet_distance, frechet_distance_from_stats  # noqa: E402
 from .kid import kernel_distance  # noqa: E402
 from .pr import precision_recall  # noqa: E402
 from .classes import classifier_score, class_balance  # noqa: E402
 from .memo import memorisation  # noqa: E402
+from .cond import conditional_accuracy  # noqa: E402
 from .features import FEATURES, extract, DEFAULT_FOR_DATA  # noqa: E402

@@ -54,4 +54,6 @@ def frechet_distance(a, b) -> float:
 @METRICS.register("fd")
 def fd(fake: dict, real: dict, train: dict | None = None) -> dict:
     """Frechet distance of domain-classifier features (FID formula; lower is better, 0 = same Gaussian)."""
+    if real.get("mu") is not None and real.get("sigma") is not None:  # cached reference statistics
+        return {"fd": frechet_distance_from_stats(*feature_stats(fake["features"]), real["mu"], real["sigma"])}
     return {"fd": frechet_distance(fake["features"], real["features"])}

@@ -36,12 +36,17 @@ def knn_radii_sq(x: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def precision_recall(real, fake, k: int = 3) -> dict:
-    """Precision, recall, density, coverage of `fake` (M, D) against `real` (N, D)."""
+def precision_recall(real, fake, k: int = 3, real_radii_sq=None) -> dict:
+    """Precision, recall, density, coverage of `fake` (M, D) against `real` (N, D).
+
+    `real_radii_sq`: knn_radii_sq(real, k) computed earlier (genlab caches it with the reference set)."""
     real, fake = as_f64(real, "real features"), as_f64(fake, "fake features")
     if real.shape[1] != fake.shape[1]:
         raise UsageError(f"precision/recall: feature sizes differ ({real.shape[1]} vs {fake.shape[1]})")
-    r_real, r_fake = knn_radii_sq(real, k), knn_radii_sq(fake, k)
+    r_real = knn_radii_sq(real, k) if real_radii_sq is None else np.asarray(real_radii_sq, np.float64)
+    if r_real.shape != (len(real),):
+        raise UsageError(f"precision/recall: {r_real.shape} radii for {len(real)} real samples")
+    r_fake = knn_radii_sq(fake, k)
     real_sq = (real * real).sum(1)
     in_real_ball = np.zeros(len(fake), bool)
     recalled = np.zeros(len(real), bool)
@@ -62,4 +67,4 @@ def precision_recall(real, fake, k: int = 3) -> dict:
 @METRICS.register("pr")
 def pr(fake: dict, real: dict, train: dict | None = None) -> dict:
     """Improved precision/recall (k=3 balls) with density and coverage; higher is better."""
-    return precision_recall(real["features"], fake["features"])
+    return precision_recall(real["features"], fake["features"], real_radii_sq=real.get("knn_radii_sq_k3"))

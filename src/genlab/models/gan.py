@@ -129,9 +129,10 @@ class GAN(nn.Module):
         G = self.G_ema if self.config.ema else self.G
         device = next(G.parameters()).device
         if self.num_classes:
-            labels = torch.arange(n) % self.num_classes if labels is None else torch.as_tensor(labels)
-            if labels.min() < 0 or labels.max() >= self.num_classes:
-                raise UsageError(f"labels must be in 0..{self.num_classes - 1}")
+            k = self.num_classes  # default: class i % K, the rule `genlab sample` uses
+            labels = torch.arange(n) % k if labels is None else torch.as_tensor(labels)
+            if labels.min() < 0 or labels.max() >= k:
+                raise UsageError(f"labels must be in 0..{k - 1}")
             labels = labels.to(device)
         was_training = G.training
         G.eval()

@@ -1,0 +1,102 @@
+"""Conditional GAN: Mirza & Osindero 2014, "Conditional Generative Adversarial Nets".
+
+Both players see the class label y:
+    min_G max_D  E_{x,y}[log D(x, y)] + E_{z,y}[log(1 - D(G(z, y), y))]                      (eq. 2)
+G gets a learned label embedding concatenated to z; D is conditioned in one of two ways (`d_cond`):
+  * "concat":     the one-hot label as K constant feature maps concatenated to the image (the
+                  paper's "y fed into both networks as an additional input layer");
+  * "projection": D(x, y) = psi(phi(x)) + <embed(y), phi(x)>  (Miyato & Koyama 2018, eq. 3),
+                  an inner product between the label embedding and D's features.
+The networks are DCGAN's (Radford et al. 2015, dcgan.py); the objective and the update order are
+the shared GAN step in gan.py, which passes each real batch's labels to G and D.
+
+Recipe measured on mnist-5k, 240 s, 1 CPU thread (README, "recipes"): projection beats concat on
+label accuracy of the samples (the shipped MNIST classifier agrees with the requested label).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import opt
+from ..registry import UsageError
+from . import MODELS
+from .dcgan import DCDiscriminator, DCGenerator, init_weights, start_size
+from .gan import GAN, GANConfig
+
+
+class CondGenerator(DCGenerator):
+    """DCGAN's G on [z, embed(y)] (Mirza & Osindero 2014, section 4.1)."""
+
+    def __init__(self, z_dim: int, shape, ngf: int, num_classes: int, embed_dim: int):
+        super().__init__(z_dim + embed_dim, shape, ngf)
+        self.embed = nn.Embedding(num_classes, embed_dim)
+
+    def forward(self, z, y):                         # z: (B, z_dim), y: (B,) -> (B, C, H, W) in [-1, 1]
+        return super().forward(torch.cat([z, self.embed(y).to(z.dtype)], 1))
+
+
+class CondDiscriminator(nn.Module):
+    """DCGAN's D (its conv features phi and linear head psi) conditioned on y by `cond`:
+    "concat": D([x, one_hot(y) as K maps]); "projection": psi(h) + <embed(y), h>, h = phi(x) flattened.
+    `mbstd` appends the minibatch standard deviation as one more feature map (Karras et al. 2018,
+    section 3), so D can see a batch of near-identical fakes."""
+
+    def __init__(self, shape, ndf: int, num_classes: int, cond: str = "projection",
+                 norm: bool = False, mbstd: bool = False):
+        super().__init__()
+        C, H, W = shape
+        self.cond, self.num_classes, self.mbstd = cond, num_classes, mbstd
+        base = DCDiscriminator((C + num_classes if cond == "concat" else C, H, W), ndf, norm)
+        s0, _ = start_size(H)
+        self.features = base.features                               # x -> (B, c, s0, s0)
+        n = base.head.in_features + (s0 * s0 if mbstd else 0)
+        self.head = nn.Linear(n, 1)
+        if cond == "projection":
+            self.embed = nn.Embedding(num_classes, n)
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)           # small initial logits, like head
+
+    def forward(self, x, y):                         # x: (B, C, H, W) in [-1, 1], y: (B,) -> logits (B,)
+        if self.cond == "concat":
+            maps = F.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None]   # (B, K, 1, 1)
+            x = torch.cat([x, maps.expand(-1, -1, *x.shape[2:])], 1)               # (B, C + K, H, W)
+        h = self.features(x)                                         # (B, c, s0, s0)
+        if self.mbstd:
+            sd = h.float().std(0, unbiased=False).mean(0).to(h.dtype)  # (s0, s0)
+            h = torch.cat([h, sd.expand(len(h), 1, *sd.shape)], 1)   # (B, c + 1, s0, s0)
+        h = h.flatten(1)                                             # (B, n)
+        logit = self.head(h).squeeze(1)
+        if self.cond == "projection":                                # Miyato & Koyama 2018, eq. 3
+            logit = logit + (self.embed(y).to(h.dtype) * h).sum(1)
+        return logit
+
+
+@MODELS.register("cgan")
+@dataclass
+class CGANConfig(GANConfig):
+    """Label-conditioned DCGAN (Mirza & Osindero 2014); D by concatenation or projection."""
+    ngf: int = opt(64, "generator width (channels of its last block)", min=1)
+    ndf: int = opt(64, "discriminator width (channels of its first block)", min=1)
+    embed_dim: int = opt(32, "size of G's label embedding, concatenated to z", min=1)
+    d_cond: str = opt("projection", "how D sees the label: projection (Miyato & Koyama 2018) or "
+                      "concat (one-hot maps, Mirza & Osindero 2014)", choices=("projection", "concat"))
+    d_norm: bool = opt(False, "batch norm in D's hidden blocks")
+    mbstd: bool = opt(True, "minibatch standard deviation feature in D (Karras et al. 2018)")
+    ema: float = opt(0.999, "decay of the EMA of G's weights used for sampling (0: off)", min=0,
+                     max=0.99999)
+    steps: int = opt(5000, "default run length in steps", min=1)
+
+    presets = {"tiny": dict(ngf=4, ndf=4, z_dim=8, embed_dim=4, batch_size=8, steps=4)}
+
+    def build(self, shape, num_classes=0) -> GAN:
+        if not num_classes:
+            raise UsageError("cgan needs labelled data (the class label conditions G and D): use "
+                             "--data mnist, mnist-5k, fashion-mnist, an npz with `labels`, or a "
+                             "folder with one subfolder per class; for unlabelled data use dcgan")
+        G = CondGenerator(self.z_dim, shape, self.ngf, num_classes, self.embed_dim)
+        D = CondDiscriminator(shape, self.ndf, num_classes, self.d_cond, self.d_norm, self.mbstd)
+        G.apply(init_weights), D.apply(init_weights)
+        return GAN(self, G, D, shape, num_classes)
