@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"genlab: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `genlab list | head`: the reader left; nothing to report
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("genlab: interrupted", file=sys.stderr)
         return 130
