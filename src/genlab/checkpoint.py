@@ -34,7 +34,7 @@ FORMAT = 1
 FILES = ("model.safetensors", "optim.safetensors", "rng.safetensors", "state.json")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -113,7 +113,7 @@ def save(run: Path, step: int, model: torch.nn.Module, opts: dict, rng: dict, st
         _write_json(tmp / "state.json", {**state, "step": step, "optim": optim_meta, "format": FORMAT})
         for f in FILES[:3]:
             _fsync(tmp / f)
-        _write_json(tmp / "MANIFEST.json", {"format": FORMAT, "files": {f: _sha256(tmp / f) for f in FILES}})
+        _write_json(tmp / "MANIFEST.json", {"format": FORMAT, "files": {f: sha256_file(tmp / f) for f in FILES}})
         _fsync(tmp)
         if final.exists():  # a folder of this step that does not verify (latest() skipped it)
             _discard(final)
@@ -150,7 +150,7 @@ def verify(ckpt: Path) -> bool:
         manifest = json.loads((ckpt / "MANIFEST.json").read_text())
         files = manifest["files"]
         return (manifest["format"] == FORMAT and set(files) == set(FILES)
-                and all(_sha256(ckpt / f) == h for f, h in files.items()))
+                and all(sha256_file(ckpt / f) == h for f, h in files.items()))
     except (OSError, ValueError, KeyError, TypeError):
         return False
 

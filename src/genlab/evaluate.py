@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from .checkpoint import sha256_file
 from .registry import UsageError
 
 ALIASES = {"score": "cs", "coverage": "classes"}
@@ -248,14 +249,6 @@ def _load_samples_npz(path: Path):
     return x, (None if y is None else torch.from_numpy(y.astype(np.int64)))
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # ------------------------------------------------------------------------------------ evaluation
 def evaluate(source, metrics=None, n: int | None = None, seed: int = 0, ref: str | None = None,
              data_dir: str | None = None, features: str | None = None, protocol: str = "auto",
@@ -290,7 +283,7 @@ def _evaluate(source, metrics, n, seed, ref, data_dir, features, protocol, k, ba
     model, images, labels = None, None, None
     if is_npz:
         images, labels = _load_samples_npz(source)
-        src_info = {"kind": "npz", "path": str(source), "sha256": _sha256_file(source),
+        src_info = {"kind": "npz", "path": str(source), "sha256": sha256_file(source),
                     "n_images": len(images)}
         if ref is None:
             raise UsageError("scoring an npz of samples needs --ref DATA (e.g. --ref mnist "
