@@ -81,3 +81,14 @@ def test_same_seed_same_samples(tiny_npz, tmp_path):
                          max_steps=3, **TINY) for i in range(2)]
     x = [draw(genlab.load(r), 8, seed=5)[0] for r in runs]
     assert torch.equal(x[0], x[1])
+
+
+def test_eval_every_logs_health_without_changing_training(mnist_dir, tmp_path):
+    common = dict(TINY, data="mnist-5k", data_dir=str(mnist_dir), max_steps=4)
+    plain = genlab.train("gan", preset="tiny", out=str(tmp_path / "a"), **common)
+    scored = genlab.train("gan", preset="tiny", out=str(tmp_path / "b"), eval_every=2, **common)
+    rows = [json.loads(l) for l in (scored / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "fd" in r] == [2, 4]
+    assert all(r["fd"] > 0 and 0 <= r["coverage"] <= 1 for r in rows if "fd" in r)
+    a, b = final_tensors(plain), final_tensors(scored)
+    assert all(torch.equal(a[k], b[k]) for k in a)

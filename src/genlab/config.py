@@ -47,6 +47,8 @@ class TrainConfig:
                           budget=True)
     log_every: int = opt(50, "log losses to metrics.jsonl every N steps", min=1, budget=True)
     keep_last: int = opt(2, "checkpoints kept on disk", min=1, budget=True)
+    eval_every: int = opt(0, "every N steps, score 1,000 samples (FD, class coverage) into "
+                             "metrics.jsonl and warn on a coverage collapse (0: never)", min=0, budget=True)
     strict: bool = opt(False, "folder data: fail on the first unreadable image instead of skipping "
                               "it (skipped ones are listed in RUN/skipped_images.txt)", budget=True)
 

@@ -11,6 +11,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .data import load_data, to_float
+from .evaluate import health, reference_stats
 from .guard import Diverged, NonFiniteStep, StepSnapshot, StopFlag
 from .logger import RunLogger
 from .models import MODELS  # noqa: F401  (registers every model)
@@ -63,6 +64,7 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
     torch.manual_seed(tcfg.seed)  # the only seeding: initial weights; data order and noise below
     net = mcfg.build(ds.shape, ds.num_classes).to(device)
     batches = Batches(ds, mcfg.batch_size, tcfg.seed, device)
+    ref = reference_stats(tcfg.data, "test", tcfg.data_dir, tcfg.image_size) if tcfg.eval_every else None
     prepare_run(run, name, tcfg, mcfg, resume, overwrite)  # only once data and model are valid
     net.autocast_dtype = torch.bfloat16 if tcfg.precision == "bf16" else None
     opts = net.configure_optimizers()
@@ -112,7 +114,9 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
                     continue
                 step, consecutive = step + 1, 0
                 log.advance()
-                if step % tcfg.log_every == 0 or step == total:
+                if ref is not None and step % tcfg.eval_every == 0:
+                    stats = {**stats, **health_stats(net, ref, tcfg.seed, step, log)}
+                if step % tcfg.log_every == 0 or step == total or "fd" in stats:
                     log.log(step, {**stats, "skipped": skipped}, mcfg.batch_size)
                 if tcfg.sample_every and step % tcfg.sample_every == 0:
                     grid(net, tcfg.seed, run / "samples" / f"step-{step:06d}.png")
@@ -133,6 +137,15 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
         print(f"trained {name} to step {step} in {time.perf_counter() - t0:.0f} s "
               f"({skipped} steps skipped)", flush=True)
     return run
+
+
+def health_stats(net, ref, seed: int, step: int, log) -> dict:
+    """`--eval-every`: FD and class coverage of 1,000 samples (own generator: training is unchanged)."""
+    h = health(net, ref, n=1000, seed=seed)
+    if h["class_coverage"] < 0.9:
+        log.note(f"warning: step {step}: class coverage {h['class_coverage']:.2f} of the samples' "
+                 f"classes: the generator may be collapsing onto a few modes")
+    return {"fd": h["fd"], "coverage": h["class_coverage"], "confident": h["confident_fraction"]}
 
 
 def rollback(run: Path, net, opts, step: int, consecutive: int, rollbacks: int, log) -> int:
