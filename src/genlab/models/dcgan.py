@@ -7,8 +7,10 @@ G starts from a 7x7 map for 28 px images (MNIST) and a 4x4 map for 32/64/128 px,
 per block; D mirrors it and ends in one logit. The objective and the update order are the shared
 GAN step in gan.py.
 
-Departures from the paper, each measured on mnist-5k in a fixed 240 s CPU budget (README, "recipes"):
-an EMA of G's weights for sampling (`ema`), and D without batch norm (`d_norm`).
+Departures from the paper: an EMA of G's weights for sampling (`ema`; measured on mnist-5k at 2,372
+steps: 0.65 of samples classified with >= 0.9 confidence from G_ema vs 0.60 from G, see README), and
+D without batch norm (`d_norm`, off by default: with it D won early, D(G(z)) ~ 0.09 at step 500; its
+final quality is not measured yet).
 """
 from __future__ import annotations
 
@@ -88,7 +90,9 @@ def init_weights(m: nn.Module):
 @dataclass
 class DCGANConfig(GANConfig):
     """Convolutional GAN (Radford et al. 2015) for 28, 32, 64 or 128 px images."""
-    ngf: int = opt(64, "generator width (channels of its last block)", min=1)
+    # ngf 32: same quality per step as 64 on mnist-5k but ~2x the steps per second, so better at a
+    # fixed wall time (240 s, 1 thread: 0.58 vs 0.51 of samples confidently classified; README)
+    ngf: int = opt(32, "generator width (channels of its last block)", min=1)
     ndf: int = opt(64, "discriminator width (channels of its first block)", min=1)
     d_norm: bool = opt(False, "batch norm in D's hidden blocks (the paper's choice)")
     ema: float = opt(0.999, "decay of the EMA of G's weights used for sampling (0: off)", min=0,
