@@ -16,7 +16,7 @@ def test_source_never_unpickles():
         text = f.read_text()
         for call in re.findall(r"torch\.load\([^)]*\)", text):
             assert "weights_only=True" in call, f"{f}: {call}"
-        assert "allow_pickle=True" not in text, f
+        assert "allow_pickle=" + "True" not in text, f   # split so that this check does not find itself
         assert not re.search(r"^\s*import pickle|pickle\.loads?\(", text, re.M), f
 
 

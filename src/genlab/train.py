@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
+from .config import to_dict
 from .data import load_data, to_float
 from .evaluate import health, reference_stats
 from .guard import Diverged, NonFiniteStep, StepSnapshot, StopFlag
@@ -84,7 +85,7 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
             return False
         state = {"model": name, "shape": list(ds.shape), "num_classes": ds.num_classes,
                  "data": batches.state(), "skipped": skipped, "threads": torch.get_num_threads(),
-                 "config": {"train": ckpt_config(tcfg), "model": ckpt_config(mcfg)},
+                 "config": {"train": to_dict(tcfg), "model": to_dict(mcfg)},
                  "versions": {"torch": torch.__version__, "genlab": version()}}
         ckpt.save(run, step, net, opts, {"torch": torch.get_rng_state(), "noise": noise.get_state()},
                   state, tcfg.keep_last)
@@ -180,11 +181,6 @@ def grid(net, seed: int, path: Path) -> None:
     from .sample import draw, save_grid
     x, labels = draw(net, 100, seed)
     save_grid(x, path, 10, labels)   # conditional models: row k = class k
-
-
-def ckpt_config(cfg) -> dict:
-    from .config import to_dict
-    return to_dict(cfg)
 
 
 def version() -> str:

@@ -24,7 +24,7 @@ from ..config import opt
 from ..guard import update
 from ..losses import LOSSES, gradient_penalty
 from ..registry import UsageError
-from . import MODELS
+from . import MODELS, Precision
 
 
 @dataclass
@@ -69,7 +69,7 @@ def ema_step(G_ema: nn.Module, G: nn.Module, decay: float, n: torch.Tensor) -> N
         b_ema.copy_(b)
 
 
-class GAN(nn.Module):
+class GAN(Precision, nn.Module):
     """G, D and (optionally) G_ema, trained with the objective named by `config.loss`."""
 
     def __init__(self, config: GANConfig, G: nn.Module, D: nn.Module, shape, num_classes: int = 0):
@@ -81,11 +81,6 @@ class GAN(nn.Module):
         if config.ema:
             self.G_ema = copy.deepcopy(G).requires_grad_(False)
             self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
-        self.autocast_dtype: torch.dtype | None = None  # set by the loop from --precision
-
-    def autocast(self, device_type: str):
-        return torch.autocast(device_type, dtype=self.autocast_dtype or torch.float32,
-                              enabled=self.autocast_dtype is not None)
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from ..config import opt
 from ..guard import update
 from ..registry import UsageError
-from . import MODELS
+from . import MODELS, Precision
 from .dcgan import start_size
 
 HALF_BIN = 1 / 255  # half the spacing of the grey levels k / 127.5 - 1 in [-1, 1]
@@ -118,7 +118,7 @@ class Decoder(nn.Module):
         return self.net(self.project(z).view(len(z), self.ch0, self.s0, self.s0))
 
 
-class VAE(nn.Module):
+class VAE(Precision, nn.Module):
     """Encoder, decoder and (gaussian likelihood) a learned log sigma per channel."""
 
     def __init__(self, config: "VAEConfig", shape, num_classes: int = 0):
@@ -129,11 +129,6 @@ class VAE(nn.Module):
         self.decoder = Decoder(shape, config.z_dim, config.nf, config.max_ch)
         if self.likelihood == "gaussian":
             self.log_sigma = nn.Parameter(torch.full((shape[0], 1, 1), math.log(config.sigma_init)))
-        self.autocast_dtype: torch.dtype | None = None  # set by the loop from --precision
-
-    def autocast(self, device_type: str):
-        return torch.autocast(device_type, dtype=self.autocast_dtype or torch.float32,
-                              enabled=self.autocast_dtype is not None)
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
