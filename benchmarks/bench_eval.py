@@ -15,16 +15,11 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
+from _timing import timed  # benchmarks/_timing.py (a script's own folder is on sys.path)
 
 
 def main():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -18,11 +17,7 @@ import torch
 from genlab.data import load_data
 from genlab.metrics import compute, extract, frechet_distance, kernel_distance, memorisation, precision_recall
 
-
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
+from _timing import timed  # benchmarks/_timing.py (a script's own folder is on sys.path)
 
 
 def main():

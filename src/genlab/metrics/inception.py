@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checkpoint import sha256_file
 from .classifier import WeightsError
 from .features import FEATURES, check_images
 
@@ -87,11 +88,7 @@ def search_paths() -> list[Path]:
 
 @lru_cache(maxsize=16)
 def _sha256_of(path: str, size: int, mtime_ns: int) -> str:  # keyed on the stat: a changed file rehashes
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(Path(path))
 
 
 def _sha256(p: Path) -> str:
