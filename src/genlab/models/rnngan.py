@@ -13,6 +13,16 @@ G: [z, embed(y)] -> initial LSTM state; at step t the input is [z, embed(y), one
 row_t = tanh(Linear(h_t)). D: bidirectional LSTM over the rows, logit = mean_t psi(h_t) + projection.
 LSTMs (not GRUs): under CPU bf16 autocast torch runs nn.LSTM in bf16 (oneDNN), about 3x faster than
 fp32 on one thread; nn.GRU stays in fp32 there.
+
+Recipe measured on mnist-5k, 1 CPU thread on a shared 2-core machine (project MNIST classifier on
+1,000 samples, labels i % 10; FD and recall of 2,000 samples vs the MNIST test set; README):
+conditional, hinge loss (Lim & Ye 2017, the usual partner of a projection D), Adam 1e-3 / 1e-3 with
+beta1 0.5, batch 64, EMA 0.999, G 256 units, D one bidirectional layer of 256, 3,000 steps
+(about 7 min at 1 thread, 0.14-0.22 s a step). Digits need steps: 500 steps draw strokes, 1,000-
+2,000 are half-formed or miss a class, 3,000 give 10/10 classes with 0.98-0.99 of samples
+classified with >= 0.9 confidence (seeds 0 and 1). Hinge vs the non-saturating loss at 3,000 steps:
+confident 0.98 / 0.99 vs 0.99 / 0.99, FD 31.8 / 23.5 vs 30.6 / 47.1 (seeds 0 / 1). A minibatch-std
+feature in D raised recall but lost a class or confidence at 2,000 steps, so D has none.
 """
 from __future__ import annotations
 
@@ -84,11 +94,12 @@ class RNNGANConfig(GANConfig):
     layers_d: int = opt(1, "LSTM layers of D", min=1)
     embed_dim: int = opt(32, "size of G's label embedding", min=1)
     conditional: bool = opt(True, "condition G and D on the class label when the data has labels")
+    loss: str = opt("hinge", "GAN objective (genlab list shows them)")
     lr_g: float = opt(1e-3, "generator Adam learning rate", min=0)
     lr_d: float = opt(1e-3, "discriminator Adam learning rate", min=0)
     ema: float = opt(0.999, "decay of the EMA of G's weights used for sampling (0: off)", min=0,
                      max=0.99999)
-    steps: int = opt(3000, "default run length in steps", min=1)
+    steps: int = opt(3000, "default run length in steps (about 7 min at 1 thread)", min=1)
 
     presets = {"tiny": dict(hidden_g=8, hidden_d=8, z_dim=8, embed_dim=4, batch_size=8,
                             steps=4)}
