@@ -8,6 +8,7 @@ import pytest
 
 from genlab.cli import main
 from genlab.models import MODELS
+from genlab.registry import UsageError
 
 
 def run_cli(capsys, *argv):
@@ -111,3 +112,11 @@ def test_console_script_exit_code(tmp_path):
     p = subprocess.run([sys.executable, "-m", "genlab.cli", "train", "dcgan", "--lr-g", "-1",
                         "--out", str(tmp_path / "r")], capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.strip() == "genlab: error: --lr-g must be >= 0, got -1.0"
+
+
+def test_saved_config_with_an_unknown_option_is_a_usage_error():
+    """A run written by a genlab that had an option this one lacks: one line, not a KeyError."""
+    from genlab.config import build
+    from genlab.models import MODELS
+    with pytest.raises(UsageError, match="unknown RNNGANConfig option 'mbstd'"):
+        build(MODELS["rnngan"], {"mbstd": True})

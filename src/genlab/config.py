@@ -98,7 +98,13 @@ def load_file(path: str) -> dict:
 
 
 def _check_value(cls, name, value):
-    f = {f.name: f for f in fields(cls)}[name]
+    known = {f.name: f for f in fields(cls)}
+    if name not in known:  # e.g. a run saved by a genlab version that had this option
+        close = difflib.get_close_matches(name, known, n=1)
+        raise UsageError(f"unknown {cls.__name__} option {name!r}"
+                         + (f"; did you mean {close[0]!r}?" if close else
+                            f"; known: {', '.join(sorted(known))}"))
+    f = known[name]
     tp = _hints(cls)[name]
     base = _base_type(tp)
     flag = "--" + name.replace("_", "-")

@@ -10,7 +10,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, budget_fields, build, load_file, split_keys, to_dict
-from .models import MODELS
+from .models import MODELS, place
 from .registry import UsageError
 
 GENLAB_FILES = ("config.json", "latest", "metrics.jsonl", "samples.png", "losses.png",
@@ -99,10 +99,14 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Modul
         raise UsageError(f"no checkpoint in {path}; train first (genlab train MODEL --out {path})")
     tensors, _, _, state = ckpt.load(c)
     cls = MODELS[state["model"]]
-    cfg = build(cls, state["config"]["model"])
+    try:
+        cfg = build(cls, state["config"]["model"])
+    except UsageError as e:
+        raise UsageError(f"{c} was saved with options this genlab does not have ({e}); use the genlab "
+                         f"version that wrote it ({state.get('versions', {}).get('genlab', '?')})") from None
     model = cfg.build(tuple(state["shape"]), state["num_classes"])
     ckpt.check_tensors(model, tensors, c)
     model.load_state_dict(tensors)
     model.run_dir, model.checkpoint, model.step = path, c, state["step"]
     model.train_config = state["config"]["train"]
-    return model.to(device).eval()
+    return place(model, device).eval()
