@@ -212,6 +212,10 @@ def restore(ckpt: Path, model: torch.nn.Module, opts: dict) -> tuple[dict, dict]
     try:
         for name, o in opts.items():
             o.load_state_dict(_unflatten_optim(optim_t, state["optim"], name))
+            for p, st in o.state.items():  # moments in their parameter's layout (channels_last), as
+                for k, v in st.items():    # an uninterrupted run has them: same kernels, same bits
+                    if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                        st[k] = torch.empty_like(p).copy_(v)
     except (KeyError, ValueError, TypeError, IndexError) as e:
         raise UsageError(f"checkpoint {ckpt}: optimiser state does not fit the model ({e})") from None
     return rng, state

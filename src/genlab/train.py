@@ -15,7 +15,7 @@ from .data import load_data, to_float
 from .evaluate import health, reference_stats
 from .guard import Diverged, NonFiniteStep, StepSnapshot, StopFlag
 from .logger import RunLogger
-from .models import MODELS  # noqa: F401  (registers every model)
+from .models import MODELS, place  # noqa: F401  (importing registers every model)
 from .registry import UsageError
 from .run import prepare_run, resolve
 
@@ -63,7 +63,7 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
     data_options = {"strict": tcfg.strict} if tcfg.data == "folder" else {}
     ds = load_data(tcfg.data, tcfg.data_dir, "train", tcfg.image_size, tcfg.download, **data_options)
     torch.manual_seed(tcfg.seed)  # the only seeding: initial weights; data order and noise below
-    net = mcfg.build(ds.shape, ds.num_classes).to(device)
+    net = place(mcfg.build(ds.shape, ds.num_classes), device)
     batches = Batches(ds, mcfg.batch_size, tcfg.seed, device)
     ref = reference_stats(tcfg.data, "test", tcfg.data_dir, tcfg.image_size) if tcfg.eval_every else None
     prepare_run(run, name, tcfg, mcfg, resume, overwrite)  # only once data and model are valid
