@@ -25,8 +25,6 @@ def _two_threads():
     torch.set_num_threads(2)
 
 
-@pytest.mark.xfail(strict=False, reason="known defect (issue #2): the MLP GAN recipe keeps all ten classes on "
-                   "some seeds (1, 2 at 1 thread) but collapses to one class on others (seed 0 at 2 threads)")
 def test_article_mlp_gan_learns_all_ten_digits(tmp_path):
     """The article's MLP GAN, trained on real digits (not noise): every class appears."""
     run = genlab.train("gan", data="mnist-5k", out=str(tmp_path / "gan"), max_steps=10000,
