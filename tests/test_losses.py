@@ -58,3 +58,12 @@ def test_gradient_penalty_of_linear_critic():
 def test_unknown_loss_lists_known():
     with pytest.raises(UsageError, match="known: hinge, lsgan, minimax, nonsaturating, wgan-gp"):
         LOSSES["nope"]
+
+
+def test_mode_seeking_term_closed_form():
+    """Mao et al. 2019, eq. 3: 1 / (mean|x1 - x2| / mean|z1 - z2| + eps)."""
+    from genlab.models.gan import mode_seeking
+    x1, x2 = torch.full((4, 1, 3, 3), 0.5), torch.full((4, 1, 3, 3), -0.25)   # |x1 - x2| = 0.75
+    z1, z2 = torch.zeros(4, 8), torch.full((4, 8), 1.5)                        # |z1 - z2| = 1.5
+    assert mode_seeking(x1, x2, z1, z2).item() == pytest.approx(1 / (0.5 + 1e-5))
+    assert mode_seeking(x1, x1, z1, z2).item() == pytest.approx(1e5)          # identical images: large

@@ -10,8 +10,10 @@ G gets a learned label embedding concatenated to z; D is conditioned in one of t
 The networks are DCGAN's (Radford et al. 2015, dcgan.py); the objective and the update order are
 the shared GAN step in gan.py, which passes each real batch's labels to G and D.
 
-Recipe measured on mnist-5k, 240 s, 1 CPU thread (README, "recipes"): projection beats concat on
-label accuracy of the samples (the shipped MNIST classifier agrees with the requested label).
+Recipe measured on mnist-5k (README, "Results"): projection beats concat on label accuracy of the
+samples (the shipped MNIST classifier agrees with the requested label); DCGAN's ngf 32 and batch 32;
+and the mode-seeking term of Mao et al. 2019 (`ms`, in gan.py), without which G ignores z and draws
+one image per label whatever the loss or D (measured: projection, concat, hinge all collapse).
 """
 from __future__ import annotations
 
@@ -78,16 +80,20 @@ class CondDiscriminator(nn.Module):
 @dataclass
 class CGANConfig(GANConfig):
     """Label-conditioned DCGAN (Mirza & Osindero 2014); D by concatenation or projection."""
-    ngf: int = opt(64, "generator width (channels of its last block)", min=1)
+    ngf: int = opt(32, "generator width (channels of its last block)", min=1)
     ndf: int = opt(64, "discriminator width (channels of its first block)", min=1)
     embed_dim: int = opt(32, "size of G's label embedding, concatenated to z", min=1)
     d_cond: str = opt("projection", "how D sees the label: projection (Miyato & Koyama 2018) or "
                       "concat (one-hot maps, Mirza & Osindero 2014)", choices=("projection", "concat"))
     d_norm: bool = opt(False, "batch norm in D's hidden blocks")
     mbstd: bool = opt(True, "minibatch standard deviation feature in D (Karras et al. 2018)")
+    # Without the mode-seeking term G ignores z and draws one image per label (mnist-5k, 240 s: 98.5% of
+    # samples the asked class but recall 0.00, FD 306); with it, recall 0.80, FD 15 (README).
+    ms: float = opt(1.0, "weight of the mode-seeking term in G's loss (Mao et al. 2019; 0: off)", min=0)
     ema: float = opt(0.999, "decay of the EMA of G's weights used for sampling (0: off)", min=0,
                      max=0.99999)
-    steps: int = opt(5000, "default run length in steps", min=1)
+    batch_size: int = opt(32, "images per batch (32: more steps per second, as in dcgan)", min=1)
+    steps: int = opt(6000, "default run length in steps (about 4.5 min on 2 cores)", min=1)
 
     presets = {"tiny": dict(ngf=4, ndf=4, z_dim=8, embed_dim=4, batch_size=8, steps=4)}
 

@@ -42,6 +42,7 @@ class GANConfig:
                            min=0)
     ema: float = opt(0.0, "decay of the EMA of G's weights used for sampling (0: off)", min=0, max=0.99999)
     sn: bool = opt(False, "spectral normalisation on every layer of D (Miyato et al. 2018)")
+    ms: float = opt(0.0, "weight of the mode-seeking term in G's loss (Mao et al. 2019; 0: off)", min=0)
     steps: int = opt(3000, "default run length in steps when --max-steps is not given", min=1)
 
     def validate(self):
@@ -55,6 +56,14 @@ def spectral_norm_all(net: nn.Module) -> nn.Module:
         if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
             nn.utils.parametrizations.spectral_norm(m)
     return net
+
+
+def mode_seeking(x1: torch.Tensor, x2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """1 / (mean|G(z1, y) - G(z2, y)| / mean|z1 - z2| + 1e-5): small when two codes of the same label
+    give different images. Mao et al. 2019, "Mode Seeking GANs", eq. 3 (their code's form); it stops a
+    conditional G from drawing one image per label and ignoring z."""
+    ratio = (x1.float() - x2.float()).abs().mean() / (z1 - z2).abs().mean()
+    return 1 / (ratio + 1e-5)
 
 
 @torch.no_grad()
@@ -108,7 +117,12 @@ class GAN(Precision, nn.Module):
         try:
             with self.autocast(x.device.type):
                 fake_g = D(x_fake, y).float()
+                if self.config.ms:  # a second batch for the mode-seeking step, same labels
+                    z2 = self.noise(len(x), generator, x.device)
+                    x2 = G(z2, y)
             g_loss = loss.g(fake_g)
+            if self.config.ms:  # named step: mode seeking (Mao et al. 2019)
+                g_loss = g_loss + self.config.ms * mode_seeking(x_fake, x2, z, z2)
             update(opt["g"], g_loss, "G loss")
         finally:
             D.requires_grad_(True)
