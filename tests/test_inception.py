@@ -215,7 +215,10 @@ def test_eval_cli_reports_inception_fid(weights, tmp_path, mnist_dir, capsys):
     assert "2015-12-05 TF Inception" in e["protocol"] and "nv_bilinear_float" in e["protocol"]
     a = extract("inception", x[:8], weights=weights)["features"]
     b = extract("inception", x[8:], weights=weights)["features"]
-    assert e["values"]["fd"] == pytest.approx(frechet_distance(a, b), rel=1e-9)
+    # 1e-6 relative: the agreement standard. Eval fits the Gaussians of the reference once (its
+    # statistics path) while frechet_distance(a, b) fits both here; with 8 images in 2048-d both
+    # covariances have rank 7 and the matrix square root turns their float rounding into ~3e-9.
+    assert e["values"]["fd"] == pytest.approx(frechet_distance(a, b), rel=1e-6)
     assert "inception" in captured.out and "nv_bilinear_float" in captured.out
 
 
