@@ -25,10 +25,15 @@ CACHE_VERSION = 2
 ARRAYS = ("features", "probs", "labels", "mu", "sigma", "knn_radii_sq_k3")  # what a cache file holds
 
 
+def cache_root() -> Path:
+    """$GENLAB_CACHE, default ~/.cache/genlab (read at call time): reference statistics live in ref/,
+    Inception weights are looked for in inception/."""
+    return Path(os.environ.get("GENLAB_CACHE") or Path.home() / ".cache" / "genlab").expanduser()
+
+
 def cache_dir() -> Path:
     """$GENLAB_CACHE/ref, default ~/.cache/genlab/ref (read at call time)."""
-    root = os.environ.get("GENLAB_CACHE") or Path.home() / ".cache" / "genlab"
-    return Path(root).expanduser() / "ref"
+    return cache_root() / "ref"
 
 
 def reference_source(data: str, split: str = "test") -> tuple[str, str]:

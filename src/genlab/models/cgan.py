@@ -90,8 +90,6 @@ class CGANConfig(GANConfig):
     # Without the mode-seeking term G ignores z and draws one image per label (mnist-5k, 240 s: 98.5% of
     # samples the asked class but recall 0.00, FD 306); with it, recall 0.78, FD 13.6 (README).
     ms: float = opt(1.0, "weight of the mode-seeking term in G's loss (Mao et al. 2019; 0: off)", min=0)
-    ema: float = opt(0.999, "decay of the EMA of G's weights used for sampling (0: off)", min=0,
-                     max=0.99999)
     batch_size: int = opt(32, "images per batch (32: more steps per second, as in dcgan)", min=1)
     steps: int = opt(6000, "default run length in steps (about 4.5 min on 2 cores)", min=1)
 

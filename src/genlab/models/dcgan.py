@@ -8,10 +8,10 @@ per block; D mirrors it and ends in one logit. The objective and the update orde
 GAN step in gan.py.
 
 Departures from the paper, each measured (README): batch 32 instead of 128 and a narrower G (ngf 32),
-because at a fixed CPU time more, cheaper steps win; an EMA of G's weights for sampling (`ema`; measured on mnist-5k at 2,372
-steps: 0.65 of samples classified with >= 0.9 confidence from G_ema vs 0.60 from G, see README), and
-D without batch norm (`d_norm`, off by default: with it D won early, D(G(z)) ~ 0.09 at step 500; its
-final quality is not measured yet).
+because at a fixed CPU time more, cheaper steps win; an EMA of G's weights for sampling (`ema`, the
+shared GAN default; measured on mnist-5k at 2,372 steps: 0.65 of samples classified with >= 0.9
+confidence from G_ema vs 0.60 from G, see README), and D without batch norm (`d_norm`, off by
+default: with it D won early, D(G(z)) ~ 0.09 at step 500; its final quality is not measured yet).
 """
 from __future__ import annotations
 
@@ -96,8 +96,6 @@ class DCGANConfig(GANConfig):
     ngf: int = opt(32, "generator width (channels of its last block)", min=1)
     ndf: int = opt(64, "discriminator width (channels of its first block)", min=1)
     d_norm: bool = opt(False, "batch norm in D's hidden blocks (the paper's choice)")
-    ema: float = opt(0.999, "decay of the EMA of G's weights used for sampling (0: off)", min=0,
-                     max=0.99999)
     # batch 32: nearly the quality per step of 64 at ~0.55x the time per step, so better at a fixed wall
     # time (screen at equal time, 1 thread: 0.68 vs 0.655 confident; 240 s on 2 idle cores: 11,440 steps
     # -> 0.71 vs 6,852 steps at batch 64 -> 0.68; batch 16 no better than 32 and less balanced; README)

@@ -40,7 +40,9 @@ class GANConfig:
     n_critic: int = opt(1, "discriminator updates per generator step (5 for wgan-gp)", min=1)
     gp: float | None = opt(None, "gradient-penalty weight (default: the loss's own, 10 for wgan-gp)",
                            min=0)
-    ema: float = opt(0.0, "decay of the EMA of G's weights used for sampling (0: off)", min=0, max=0.99999)
+    # 0.999 for every GAN here: sampling from the EMA of G beat G itself on mnist-5k (dcgan, 2,372 steps:
+    # 0.65 vs 0.60 of samples confidently classified; README) and it keeps the MLP GAN's classes
+    ema: float = opt(0.999, "decay of the EMA of G's weights used for sampling (0: off)", min=0, max=0.99999)
     sn: bool = opt(False, "spectral normalisation on every layer of D (Miyato et al. 2018)")
     ms: float = opt(0.0, "weight of the mode-seeking term in G's loss (Mao et al. 2019; 0: off)", min=0)
     steps: int = opt(3000, "default run length in steps when --max-steps is not given", min=1)
@@ -187,8 +189,6 @@ class MLPGANConfig(GANConfig):
     loss: str = opt("hinge", "GAN objective (genlab list shows them)")
     lr_g: float = opt(1e-3, "generator Adam learning rate", min=0)
     lr_d: float = opt(1e-3, "discriminator Adam learning rate", min=0)
-    ema: float = opt(0.999, "decay of the EMA of G's weights used for sampling (0: off)", min=0,
-                     max=0.99999)
     steps: int = opt(30000, "default run length in steps (about 2 min on 2 cores)", min=1)
 
     presets = {"tiny": dict(hidden=16, z_dim=8, batch_size=8, steps=4)}

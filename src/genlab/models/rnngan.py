@@ -97,8 +97,6 @@ class RNNGANConfig(GANConfig):
     loss: str = opt("hinge", "GAN objective (genlab list shows them)")
     lr_g: float = opt(1e-3, "generator Adam learning rate", min=0)
     lr_d: float = opt(1e-3, "discriminator Adam learning rate", min=0)
-    ema: float = opt(0.999, "decay of the EMA of G's weights used for sampling (0: off)", min=0,
-                     max=0.99999)
     steps: int = opt(3000, "default run length in steps (about 7 min at 1 thread)", min=1)
 
     presets = {"tiny": dict(hidden_g=8, hidden_d=8, z_dim=8, embed_dim=4, batch_size=8,
