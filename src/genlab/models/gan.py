@@ -24,7 +24,8 @@ from ..config import opt
 from ..guard import update
 from ..losses import LOSSES, gradient_penalty
 from ..registry import UsageError
-from . import MODELS, Precision
+from ..precision import Precision
+from . import MODELS, adam
 
 
 @dataclass
@@ -95,8 +96,8 @@ class GAN(Precision, nn.Module):
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
-        return {"d": torch.optim.Adam(self.D.parameters(), lr=c.lr_d, betas=(c.beta1, c.beta2)),
-                "g": torch.optim.Adam(self.G.parameters(), lr=c.lr_g, betas=(c.beta1, c.beta2))}
+        return {"d": adam(self.D.parameters(), c.lr_d, (c.beta1, c.beta2)),
+                "g": adam(self.G.parameters(), c.lr_g, (c.beta1, c.beta2))}
 
     def noise(self, n: int, generator=None, device=None) -> torch.Tensor:
         return torch.randn(n, self.config.z_dim, generator=generator, device=device)  # z ~ N(0, I)
@@ -148,7 +149,9 @@ class GAN(Precision, nn.Module):
         was_training = G.training
         G.eval()
         try:
-            x = G(self.noise(n, generator).to(device), labels).float().clamp(-1, 1)
+            with self.autocast(device.type):  # the precision training used (precision.py)
+                x = G(self.noise(n, generator).to(device), labels)
+            x = x.float().clamp(-1, 1)
         finally:
             G.train(was_training)
         return x

@@ -12,7 +12,8 @@ uses a projection (Miyato & Koyama 2018). The update order is the shared GAN ste
 G: [z, embed(y)] -> initial LSTM state; at step t the input is [z, embed(y), one_hot(t)], the output
 row_t = tanh(Linear(h_t)). D: bidirectional LSTM over the rows, logit = mean_t psi(h_t) + projection.
 LSTMs (not GRUs): under CPU bf16 autocast torch runs nn.LSTM in bf16 (oneDNN), about 3x faster than
-fp32 on one thread; nn.GRU stays in fp32 there.
+fp32 on one thread on an AMX CPU; nn.GRU stays in fp32 there. Where oneDNN has no bf16 LSTM (AVX2-only
+CPUs) D's LSTM runs in fp32 (`precision.lstm`).
 
 Recipe measured on mnist-5k, 1 CPU thread on a shared 2-core machine (project MNIST classifier on
 1,000 samples, labels i % 10; FD and recall of 2,000 samples vs the MNIST test set; README):
@@ -32,6 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import precision
 from ..config import opt
 from . import MODELS
 from .gan import GAN, GANConfig
@@ -77,7 +79,7 @@ class RowDiscriminator(nn.Module):
 
     def forward(self, x, y=None):               # x: (B, C, H, W) in [-1, 1] -> logits (B,)
         rows = x.permute(0, 2, 1, 3).flatten(2)                          # (B, H, C*W), top to bottom
-        out, _ = self.rnn(rows)                                          # (B, H, 2*hidden)
+        out, _ = precision.lstm(self.rnn, rows)                          # (B, H, 2*hidden)
         h = F.leaky_relu(out, 0.2).mean(1)                               # per-step features, averaged
         logit = self.head(h).squeeze(1)
         if self.embed is not None:                                       # Miyato & Koyama 2018, eq. 3

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from ..config import opt
 from ..guard import update
 from ..registry import UsageError
-from . import MODELS, Precision
+from ..precision import Precision
+from . import MODELS, adam
 from .dcgan import start_size
 
 HALF_BIN = 1 / 255  # half the spacing of the grey levels k / 127.5 - 1 in [-1, 1]
@@ -132,7 +133,7 @@ class VAE(Precision, nn.Module):
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
-        return {"vae": torch.optim.Adam(self.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))}
+        return {"vae": adam(self.parameters(), c.lr, (c.beta1, c.beta2))}
 
     # ------------------------------------------------------------------ the pieces of the ELBO
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
