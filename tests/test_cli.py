@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from genlab.cli import main
 from genlab.models import MODELS
@@ -92,12 +93,19 @@ def test_config_file_and_resume_rules(capsys, tiny_npz, tmp_path):
     (["sample", "/nonexistent/run", "--out", "x.png"], "no checkpoint in"),
     (["sample", "/nonexistent/run", "--out", "x.jpg"], "--out must end in .png"),
     (["bogus"], "invalid choice"),
+    (["train", "dcgan", "--lr-g", "nan"], "--lr-g must be a finite number, got nan"),
+    (["train", "dcgan", "--lr-d", "inf"], "--lr-d must be a finite number, got inf"),
+    (["train", "dcgan", "--threads", "100000"], "--threads must be <= "),
+    pytest.param(["train", "dcgan", "--device", "cuda"], "--device cuda: no CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
 ])
 def test_usage_errors_are_one_line_exit_2(capsys, tmp_path, argv, match):
     argv = [a if a != "x.png" and a != "x.jpg" else str(tmp_path / a) for a in argv]
     if argv[0] == "train" and "--out" not in argv:
         argv += ["--out", str(tmp_path / "run")]
     assert_usage_error(capsys, *argv, match=match)
+    if argv[0] == "train" and "--resume" not in argv:
+        assert not (tmp_path / "run").exists()  # nothing written: the corrected command just works
 
 
 def test_unknown_config_key_names_the_closest(capsys, tmp_path):

@@ -11,6 +11,8 @@ import argparse
 import dataclasses
 import difflib
 import json
+import math
+import os
 import tomllib
 import types
 import typing
@@ -53,6 +55,13 @@ class TrainConfig:
                              "metrics.jsonl and warn on a coverage collapse (0: never)", min=0, budget=True)
     strict: bool = opt(False, "folder data: fail on the first unreadable image instead of skipping "
                               "it (skipped ones are listed in RUN/skipped_images.txt)", budget=True)
+
+    def validate(self):
+        # torch's thread pool crashes (segfault) far past the core count; more than a few per core
+        # only slows training down
+        cap = 4 * (os.cpu_count() or 1)
+        if self.threads is not None and self.threads > cap:
+            raise UsageError(f"--threads must be <= {cap} (4 per core on this machine), got {self.threads}")
 
 
 def _base_type(tp):
@@ -118,6 +127,8 @@ def _check_value(cls, name, value):
         value = float(value)
     if not isinstance(value, base) or (base is int and isinstance(value, bool)):
         raise UsageError(f"{flag} must be {base.__name__}, got {value!r}")
+    if base is float and not math.isfinite(value):  # nan passes every comparison below
+        raise UsageError(f"{flag} must be a finite number, got {value!r}")
     if "choices" in f.metadata and value not in f.metadata["choices"]:
         raise UsageError(f"{flag} must be one of {', '.join(map(str, f.metadata['choices']))}, "
                          f"got {value!r}")
