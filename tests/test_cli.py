@@ -96,6 +96,11 @@ def test_config_file_and_resume_rules(capsys, tiny_npz, tmp_path):
     (["train", "dcgan", "--lr-g", "nan"], "--lr-g must be a finite number, got nan"),
     (["train", "dcgan", "--lr-d", "inf"], "--lr-d must be a finite number, got inf"),
     (["train", "dcgan", "--threads", "100000"], "--threads must be <= "),
+    (["train", "dcgan", "--seed", "-1"], "--seed must be >= 0"),
+    (["train", "dcgan", "--seed", str(2 ** 70)], "--seed must be <= "),
+    (["train", "dcgan", "--z-dim", "100000000"], "needs ~42,057 GiB to train"),
+    (["train", "dcgan", "--ngf", "1000000"], "choose smaller sizes"),
+    (["train", "dcgan", "--image-size", "100000"], "--image-size must be <= 512"),
     pytest.param(["train", "dcgan", "--device", "cuda"], "--device cuda: no CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
 ])

@@ -39,7 +39,8 @@ class TrainConfig:
     max_steps: int | None = opt(None, "total generator steps of the run (default: the model's recipe)",
                                 min=1, budget=True)
     max_seconds: float | None = opt(None, "wall-time limit of this invocation", min=0, budget=True)
-    seed: int = opt(0, "the one seed of the run (data order, noise, initial weights)")
+    seed: int = opt(0, "the one seed of the run (data order, noise, initial weights)", min=0,
+                    max=2 ** 63 - 1 - 1_000_003 * 2 ** 20)  # torch seeds are 64-bit; Batches adds epochs
     precision: str = opt("auto", "autocast precision of forward passes: auto = bf16 where the hardware "
                          "runs it natively, else fp32 (genlab info shows the choice)", choices=PRECISIONS)
     threads: int | None = opt(None, "torch CPU threads (default: all cores); recorded", min=1,

@@ -26,6 +26,8 @@ from .registry import Registry, UsageError
 
 DATA = Registry("data source")
 ASSETS = Path(__file__).parent / "assets"
+MAX_IMAGE_SIZE = 512           # genlab's networks are built for 28-128 px
+MAX_DATA_BYTES = 8 * 2 ** 30   # data sets are held in memory as uint8
 DEFAULT_ROOT = Path(os.environ.get("GENLAB_DATA", Path.home() / ".cache" / "genlab" / "data"))
 
 
@@ -74,9 +76,15 @@ def load_data(name: str, data_dir: str | None = None, split: str = "train",
     source = DATA[name]
     if image_size is not None and "image_size" in inspect.signature(source).parameters:
         options = {**options, "image_size": image_size}  # e.g. folder: decode straight to the size
+    if image_size is not None and image_size > MAX_IMAGE_SIZE:
+        raise UsageError(f"--image-size must be <= {MAX_IMAGE_SIZE}, got {image_size}")
     ds = source(data_dir=data_dir, split=split, download=download, **options)
     if ds.images.dtype != torch.uint8 or ds.images.ndim != 4 or len(ds) == 0:
         raise UsageError(f"data source {name!r} returned no usable images")
+    if image_size is not None and len(ds) * ds.images.shape[1] * image_size ** 2 > MAX_DATA_BYTES:
+        raise UsageError(f"{len(ds):,} images at {image_size}x{image_size} take "
+                         f"{len(ds) * ds.images.shape[1] * image_size ** 2 / 2**30:.1f} GiB in memory "
+                         f"(at most {MAX_DATA_BYTES / 2**30:.0f} GiB): choose a smaller --image-size")
     ds.images = resize(ds.images, image_size)
     return ds
 

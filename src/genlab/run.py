@@ -3,6 +3,7 @@ preparing the folder, and loading a trained model back from it."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -68,6 +69,27 @@ def resolve(model: str | None, options: dict, config_file: str | None, preset: s
                                  f"or start a new run with another --out")
     tcfg.out = str(run)
     return model, tcfg, mcfg, run, ckpt.latest(run)
+
+
+def memory_bytes() -> int:
+    """Physical memory of this machine (0 when unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_model_size(mcfg, shape, num_classes: int) -> None:
+    """Refuse a model whose training state cannot fit in memory, before allocating it: the model is
+    built on the meta device (shapes only) and its parameters counted; training holds each one ~9
+    times in fp32 (weights, gradient, 2 Adam moments, EMA, the step snapshot's copies)."""
+    with torch.device("meta"):
+        n = sum(p.numel() for p in mcfg.build(shape, num_classes).parameters())
+    need, have = 9 * 4 * n, memory_bytes()
+    if have and need > 0.8 * have:
+        raise UsageError(f"this model has {n:,} parameters and needs ~{need / 2**30:,.0f} GiB to train, "
+                         f"more than this machine's {have / 2**30:.0f} GiB: choose smaller sizes "
+                         f"(--z-dim, widths, --image-size)")
 
 
 def prepare_run(run: Path, name: str, tcfg, mcfg, resume: bool, overwrite: bool,

@@ -18,7 +18,7 @@ from .guard import Diverged, NonFiniteStep, StepSnapshot, StopFlag
 from .logger import RunLogger
 from .models import MODELS, place  # noqa: F401  (importing registers every model)
 from .registry import UsageError
-from .run import prepare_run, resolve
+from .run import check_model_size, prepare_run, resolve
 
 MAX_CONSECUTIVE_SKIPS = 20  # K non-finite steps in a row roll back to the last good checkpoint...
 MAX_ROLLBACKS = 3           # ...at most this many times before the run counts as diverged
@@ -63,6 +63,7 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
     device = torch.device(choice.device)
     data_options = {"strict": tcfg.strict} if tcfg.data == "folder" else {}
     ds = load_data(tcfg.data, tcfg.data_dir, "train", tcfg.image_size, tcfg.download, **data_options)
+    check_model_size(mcfg, ds.shape, ds.num_classes)  # before allocating: --z-dim 1e8 is 2.5 TB
     torch.manual_seed(tcfg.seed)  # the only seeding: initial weights; data order and noise below
     net = place(mcfg.build(ds.shape, ds.num_classes), device)
     batches = Batches(ds, mcfg.batch_size, tcfg.seed, device)
