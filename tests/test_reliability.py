@@ -437,8 +437,8 @@ def test_full_disk_loses_nothing(where, capsys, tiny_npz, tmp_path, monkeypatch)
         monkeypatch.setattr(ckpt, "save_file", failing(ckpt.save_file, 3 * 2 + 1))
     elif where == "manifest":
         monkeypatch.setattr(ckpt, "_write_json", failing(ckpt._write_json, 3 * 2))
-    elif where == "pointer":  # config.json, then one pointer per checkpoint
-        monkeypatch.setattr(ckpt, "atomic_write_text", failing(ckpt.atomic_write_text, 1 + 3))
+    elif where == "pointer":  # the `latest` pointer of the third checkpoint
+        monkeypatch.setattr(ckpt, "atomic_write_text", failing(ckpt.atomic_write_text, 3))
     else:
         from genlab import logger
         real_log = logger.RunLogger.log
@@ -467,7 +467,8 @@ def test_read_only_run_folder_is_one_line_exit_2(capsys, tiny_npz, tmp_path, mon
     """Simulated (tests may run as root, which ignores permissions): every write raises EROFS."""
     def ro(*a, **k):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-    monkeypatch.setattr(ckpt, "atomic_write_text", ro)
+    from genlab import run
+    monkeypatch.setattr(run, "atomic_write_text", ro)  # config.json, the first file a run writes
     line = one_line_error(capsys, 2, "train", "gan", "--preset", "tiny", "--data", "npz", "--data-dir",
                           str(tiny_npz), "--out", str(tmp_path / "r"), "--threads", "1")
     assert "cannot write the run folder" in line and "Read-only file system" in line

@@ -18,14 +18,12 @@ set and the protocol.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
-from .checkpoint import sha256_file
+from .io import atomic_write_json, sha256_file
 from .registry import UsageError
 from .reference import _load_reference_images, reference_info, reference_source, reference_stats
 # re-exported: `from genlab.evaluate import reference_stats` (train.py, tests, benchmarks) and the
@@ -232,12 +230,7 @@ def _evaluate(source, metrics, n, seed, ref, data_dir, features, protocol, k, ba
     report["seconds"] = round(time.perf_counter() - t_start, 3)
     report["torch_threads"] = torch.get_num_threads()
     if json_path:
-        p = Path(json_path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
-        os.replace(tmp, p)
-        report["json"] = str(p)
+        report["json"] = str(atomic_write_json(json_path, report, durable=False))
     return report
 
 

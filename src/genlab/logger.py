@@ -38,7 +38,7 @@ class RunLogger:
                     keep.append(line)
             except (ValueError, KeyError, TypeError):
                 continue
-        from .checkpoint import atomic_write_text
+        from .io import atomic_write_text
         atomic_write_text(self.path, "".join(l + "\n" for l in keep))
 
     def log(self, step: int, stats: dict, batch_size: int) -> None:

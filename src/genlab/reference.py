@@ -13,22 +13,16 @@ and the training loop's health check read them from here.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from pathlib import Path
 
+from .io import atomic_save_npz, cache_root
 from .registry import UsageError
 
 REFERENCE_DATA = {"mnist-5k": "mnist"}  # data without a test split of its own -> whose test split
 NO_TEST_SPLIT = ("npz", "folder")     # file sources: the reference is the data itself (not held out)
 CACHE_VERSION = 2
 ARRAYS = ("features", "probs", "labels", "mu", "sigma", "knn_radii_sq_k3")  # what a cache file holds
-
-
-def cache_root() -> Path:
-    """$GENLAB_CACHE, default ~/.cache/genlab (read at call time): reference statistics live in ref/,
-    Inception weights are looked for in inception/."""
-    return Path(os.environ.get("GENLAB_CACHE") or Path.home() / ".cache" / "genlab").expanduser()
 
 
 def cache_dir() -> Path:
@@ -107,11 +101,7 @@ def reference_stats(data: str, split: str = "test", data_dir: str | None = None,
               "images_sha256": np.array(images_sha), "version": np.array(CACHE_VERSION)}
     if use_cache:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
+            atomic_save_npz(path, **arrays)
         except OSError as e:  # a read-only cache only costs speed
             print(f"genlab: warning: cannot write the reference cache {path}: {e.strerror}", file=sys.stderr)
     return {**{k: arrays[k] for k in ARRAYS},

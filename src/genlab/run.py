@@ -11,6 +11,7 @@ import torch
 from . import checkpoint as ckpt
 from . import precision
 from .config import TrainConfig, budget_fields, build, load_file, split_keys, to_dict
+from .io import atomic_write_text
 from .models import MODELS, place
 from .registry import UsageError
 
@@ -86,7 +87,7 @@ def prepare_run(run: Path, name: str, tcfg, mcfg, resume: bool, overwrite: bool,
         run.mkdir(parents=True, exist_ok=True)
         ckpt.clean_leftovers(run)
         if not resume or not (run / "config.json").exists():
-            ckpt.atomic_write_text(run / "config.json", json.dumps(
+            atomic_write_text(run / "config.json", json.dumps(
                 {"model": name, "train": to_dict(tcfg), "model_config": to_dict(mcfg),
                  "resolved": choice.to_dict() if choice else None}, indent=1) + "\n")
     except OSError as e:

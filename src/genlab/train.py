@@ -15,6 +15,7 @@ from .config import to_dict
 from .data import load_data, to_float
 from .evaluate import health, reference_stats
 from .guard import Diverged, NonFiniteStep, StepSnapshot, StopFlag
+from .io import atomic_write_text
 from .logger import RunLogger
 from .models import MODELS, place  # noqa: F401  (importing registers every model)
 from .registry import UsageError
@@ -174,7 +175,7 @@ def write_skipped_list(run: Path, bad: list[str], quiet: bool) -> None:
     if not bad:
         path.unlink(missing_ok=True)
         return
-    ckpt.atomic_write_text(path, "".join(f"{b}\n" for b in bad))
+    atomic_write_text(path, "".join(f"{b}\n" for b in bad))
     if not quiet:
         print(f"genlab: skipped {len(bad)} unreadable images (listed in {path})", file=sys.stderr)
 

@@ -45,8 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import sha256_file
-from ..reference import cache_root
+from ..io import cache_root, sha256_file
 from .classifier import WeightsError
 from .features import FEATURES, check_images
 
