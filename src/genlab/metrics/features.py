@@ -88,5 +88,3 @@ def extract(name: str, images, batch_size: int = 250, **options) -> dict:
     the extractor (inception: weights=PATH, progress=callable)."""
     return FEATURES[name](images, batch_size=batch_size, **options)
 
-
-from . import inception  # noqa: E402,F401  (registers "inception": standard FID features, opt-in)
