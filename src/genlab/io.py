@@ -77,6 +77,6 @@ def atomic_save_npz(path, durable: bool = False, **arrays) -> Path:
 
 
 def cache_root() -> Path:
-    """$GENLAB_CACHE, default ~/.cache/genlab (read at call time): reference statistics live in ref/,
-    Inception weights are looked for in inception/."""
+    """$GENLAB_CACHE, default ~/.cache/genlab (read at call time): reference statistics live in ref/;
+    a feature extractor whose weights are not shipped looks for them in a folder of its own here."""
     return Path(os.environ.get("GENLAB_CACHE") or Path.home() / ".cache" / "genlab").expanduser()
