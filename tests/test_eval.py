@@ -11,7 +11,9 @@ import torch.nn as nn
 
 from genlab.cli import main
 from genlab.data import load_data
-from genlab.evaluate import evaluate, health, parse_metrics, reference_stats
+from genlab.evaluate import evaluate, parse_metrics
+from genlab.metrics.health import health
+from genlab.reference import reference_stats
 from genlab.metrics import compute, conditional_accuracy
 from genlab.metrics.nll import iwae_log_likelihood, log_normal_diag, nll_report, prepare
 from genlab.metrics.stacked import classify_channels, mode_stats

@@ -13,11 +13,12 @@ from . import checkpoint as ckpt
 from . import precision
 from .config import to_dict
 from .data import load_data, to_float
-from .evaluate import health, reference_stats
 from .guard import Diverged, NonFiniteStep, StepSnapshot, StopFlag
 from .io import atomic_write_text
 from .logger import RunLogger
+from .metrics.health import health
 from .models import MODELS, place  # noqa: F401  (importing registers every model)
+from .reference import reference_stats
 from .registry import UsageError
 from .run import prepare_run, resolve
 
