@@ -105,7 +105,6 @@ def test_files_stay_readable():
     assert not long, f"files over 300 lines: {long}"
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py imports torch through guard.py (issue 10)")
 def test_help_lists_the_commands_without_importing_torch():
     code = ("import sys, runpy; sys.argv = ['genlab', '--help']\n"
             "try:\n    runpy.run_module('genlab.cli', run_name='__main__')\n"
