@@ -98,7 +98,6 @@ def test_train_imports_nothing_of_the_command_line():
     assert not reachable("genlab.evaluate") & cli   # the scoring library neither
 
 
-@pytest.mark.xfail(strict=True, reason="data.py and evaluate.py are over 300 lines (issue 10)")
 def test_files_stay_readable():
     long = {str(p.relative_to(SRC)): n for p in PKG.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 300}

@@ -12,17 +12,16 @@ operation: no per-image Python work in the hot loop (unlike a DataLoader over PI
 """
 from __future__ import annotations
 
-import gzip
 import inspect
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .images import IMAGE_EXTS, BadImage, read_image
+from .images import IMAGE_EXTS, BadImage, read_idx, read_image
 from .registry import Registry, UsageError
 
 DATA = Registry("data source")
@@ -36,6 +35,7 @@ class Dataset:
     labels: torch.Tensor  # (N,) int64, -1 = unlabelled
     name: str
     num_classes: int = 0  # 0 = unconditional data
+    skipped: list = field(default_factory=list)  # "path: reason" of unusable files (folder data)
 
     def __len__(self):
         return len(self.images)
@@ -69,13 +69,16 @@ def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
 
 def load_data(name: str, data_dir: str | None = None, split: str = "train",
               image_size: int | None = None, download: bool = False, **options) -> Dataset:
-    """Load a registered data source, resized to `image_size` (None keeps its native size)."""
+    """Load a registered data source, resized to `image_size` (None keeps its native size). `options`
+    go to the sources that take them (e.g. folder's strict) and are ignored by the others."""
     if split not in ("train", "test"):
         raise UsageError(f"unknown split {split!r}; use train or test")
     source = DATA[name]
-    if image_size is not None and "image_size" in inspect.signature(source).parameters:
+    if image_size is not None:
         options = {**options, "image_size": image_size}  # e.g. folder: decode straight to the size
-    ds = source(data_dir=data_dir, split=split, download=download, **options)
+    takes = inspect.signature(source).parameters
+    ds = source(data_dir=data_dir, split=split, download=download,
+                **{k: v for k, v in options.items() if k in takes})
     if ds.images.dtype != torch.uint8 or ds.images.ndim != 4 or len(ds) == 0:
         raise UsageError(f"data source {name!r} returned no usable images")
     ds.images = resize(ds.images, image_size)
@@ -95,21 +98,6 @@ def _with_labels(images: np.ndarray, labels: np.ndarray | None, name: str) -> Da
 # ---------------------------------------------------------------------------------------- IDX files
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (LeCun's MNIST format), gzipped or not: magic, dims (big-endian), uint8 data."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise UsageError(f"{path} is not an IDX uint8 file")
-    ndim = raw[3]
-    dims = np.frombuffer(raw, ">i4", count=ndim, offset=4)
-    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise UsageError(f"{path} is truncated: expected {int(np.prod(dims))} bytes of data")
-    return data.reshape(tuple(int(d) for d in dims))
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:

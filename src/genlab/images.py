@@ -1,13 +1,32 @@
-"""Decoding one image file into uint8 pixels, robustly (the folder data source reads files with it):
-Pillow with every way a file can be broken turned into a one-line BadImage."""
+"""Reading image files into uint8 arrays: IDX files (MNIST's format) and any single image Pillow
+decodes, robustly (the folder data source reads files with it: every way a file can be broken is a
+one-line BadImage)."""
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
 
+from .registry import UsageError
+
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 MAX_PIXELS = 1 << 26  # 67 MP: bigger images are refused as decompression bombs (Pillow's own: 89 MP)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (LeCun's MNIST format), gzipped or not: magic, dims (big-endian), uint8 data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise UsageError(f"{path} is not an IDX uint8 file")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, ">i4", count=ndim, offset=4)
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise UsageError(f"{path} is truncated: expected {int(np.prod(dims))} bytes of data")
+    return data.reshape(tuple(int(d) for d in dims))
 
 
 class BadImage(ValueError):

@@ -29,7 +29,7 @@ class Source:
 
     @property
     def conditional(self) -> bool:
-        return bool(self.labels is not None if self.model is None else getattr(self.model, "num_classes", 0))
+        return bool(self.labels is not None if self.model is None else self.model.num_classes)
 
     def draw(self, n: int | None, seed: int, batch_size: int):
         """uint8 samples + requested labels: drawn from the model, or the first n of the npz."""
@@ -67,21 +67,15 @@ def open_source(path, ref: str | None, data_dir: str | None) -> Source:
         raise UsageError(f"{path} is neither a run folder nor an .npz of samples")
     from .run import load
     model = load(path)
-    tc = getattr(model, "train_config", {}) or {}
+    tc = model.train_config  # models.Loaded
     data = ref or tc.get("data")
     if not data:
         raise UsageError(f"{path}: the run does not record its data; pass --ref DATA")
     own = data == tc.get("data")  # the run's own data folder is used for its own data only
-    info = {"kind": "run", "path": str(path), "model": _model_name(model),
-            "checkpoint": str(getattr(model, "checkpoint", "")), "step": getattr(model, "step", None),
-            "data": tc.get("data"), "num_classes": int(getattr(model, "num_classes", 0) or 0)}
+    info = {"kind": "run", "path": str(path), "model": model.name, "checkpoint": str(model.checkpoint),
+            "step": model.step, "data": tc.get("data"), "num_classes": int(model.num_classes)}
     return Source(info, data, data_dir if data_dir is not None else (tc.get("data_dir") if own else None),
                   tc.get("image_size") if own else None, model=model)
-
-
-def _model_name(model) -> str:
-    from .models import MODELS
-    return next((k for k, v in MODELS.items() if type(model.config) is v), type(model).__name__)
 
 
 def stacked_score(src: Source, n: int, seed: int, batch_size: int) -> dict:
@@ -105,11 +99,12 @@ def nll_score(src: Source, n: int, k: int, seed: int, batch: int, progress=None)
     """IWAE bound on -log p(x) of n test images under a VAE (metrics/nll.py)."""
     import torch
     from .metrics.nll import iwae_log_likelihood, nll_report, prepare
+    from .models import Autoencoder
     model = src.model
     if model is None:
         raise UsageError("the nll metric needs a VAE run folder, not an npz of samples")
-    lik = getattr(model, "likelihood", None)
-    if not all(hasattr(model, a) for a in ("encode", "decode", "log_likelihood")) or lik is None:
+    lik = getattr(model, "likelihood", None)  # names p(x|z) of a VAE with log_likelihood()
+    if not isinstance(model, Autoencoder) or lik is None:
         raise UsageError("the nll metric needs a VAE (a model with encode/decode/log_likelihood); "
                          "this run is a GAN, whose likelihood is not defined")
     src_name, sp = reference_source(src.data, "test")

@@ -7,6 +7,7 @@ import time
 import torch
 
 from ..data import to_uint8
+from ..models.base import eval_mode
 from .classes import class_balance
 from .features import extract
 from .fid import feature_stats, frechet_distance_from_stats
@@ -24,13 +25,8 @@ def health(model, ref_stats: dict, n: int = 1000, seed: int = 0, batch_size: int
     """
     from ..sample import draw  # imports torchvision (seconds): only when the check runs
     t0 = time.perf_counter()
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            x, _ = draw(model, n, seed, None, batch_size)
-    finally:
-        model.train(was)
+    with eval_mode(model), torch.no_grad():
+        x, _ = draw(model, n, seed, None, batch_size)
     f = extract(ref_stats["name"], to_uint8(x))
     with blas_threads(torch.get_num_threads()):
         mu, sigma = feature_stats(f["features"])
