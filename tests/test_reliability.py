@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import genlab
+import conftest
 import genlab.checkpoint as ckpt
 from genlab.cli import main
 from genlab.config import build
@@ -28,7 +29,7 @@ from genlab.registry import UsageError
 from genlab.sample import draw
 
 loop = importlib.import_module("genlab.train")  # the module (genlab.train is also the function)
-TINY = dict(data="npz", sample_every=0, log_every=1, seed=3, precision="fp32", quiet=True, threads=1)
+TINY = dict(conftest.TINY, threads=1)
 
 
 def tiny(tmp, npz, out, **kw):
@@ -53,15 +54,8 @@ def reseal(c: Path) -> None:
     (c / "MANIFEST.json").write_text(json.dumps(m))
 
 
-def one_line_error(capsys, code_expected, *argv) -> str:
-    """Run the CLI in-process; the error is one line, printed last (progress lines may precede it)."""
-    capsys.readouterr()                                       # drop what earlier steps printed
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    lines = err.strip().splitlines()
-    assert code == code_expected, (code, out, err)
-    assert "Traceback" not in err and [l for l in lines if l.startswith("genlab:")] == lines[-1:], err
-    return lines[-1]
+def one_line_error(capsys, code, *argv) -> str:  # training prints progress lines before the error
+    return conftest.one_line_error(capsys, *argv, code=code, only=False)
 
 
 # --------------------------------------------------------------------------- 1. crash-safe checkpoints
