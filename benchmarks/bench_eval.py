@@ -34,7 +34,9 @@ def main():
     os.environ.setdefault("GENLAB_CACHE", tempfile.mkdtemp(prefix="genlab-bench-cache-"))
 
     from genlab.data import load_data
-    from genlab.evaluate import evaluate, health, reference_stats
+    from genlab.evaluate import evaluate
+    from genlab.metrics.health import health
+    from genlab.reference import reference_stats
     from genlab.metrics import extract, frechet_distance
     from genlab.metrics.threads import blas_threads
 

@@ -29,9 +29,34 @@ def tiny_npz(tmp_path) -> Path:
     return p
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     d = SHARED_DATA / "mnist"
     if not (d / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip("../shared/data/mnist is not available")
     return d
+
+
+# run options of the tiny training runs most tests make (tiny_npz data; add data_dir, out, max_steps)
+TINY = dict(data="npz", sample_every=0, log_every=1, seed=3, precision="fp32", quiet=True)
+
+
+def run_cli(capsys, *argv):
+    """The CLI in-process: -> (exit code, stdout, stderr); arguments may be paths or numbers."""
+    capsys.readouterr()                                       # drop what earlier steps printed
+    from genlab.cli import main
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(capsys, *argv, match: str = "", code: int = 2, only: bool = True) -> str:
+    """Run the CLI; it must exit `code` with its error on one line, printed last, and no traceback;
+    `match` must be in it; `only`: nothing else on stderr (else progress lines may precede it)."""
+    got, out, err = run_cli(capsys, *argv)
+    lines = err.strip().splitlines()
+    assert got == code, (got, out, err)
+    assert len(lines) == 1 or not only, err
+    assert "Traceback" not in err and [l for l in lines if l.startswith("genlab:")] == lines[-1:], err
+    assert match in lines[-1], lines[-1]
+    return lines[-1]

@@ -7,23 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from genlab.cli import main
+from conftest import one_line_error, run_cli
 from genlab.models import MODELS
 from genlab.registry import UsageError
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_usage_error(capsys, *argv, match):
-    code, out, err = run_cli(capsys, *argv)
-    assert code == 2, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert match in lines[0], lines[0]
 
 
 def test_list(capsys):
@@ -64,10 +50,10 @@ def test_config_file_and_resume_rules(capsys, tiny_npz, tmp_path):
     saved = json.loads((run / "config.json").read_text())
     assert saved["model_config"]["z_dim"] == 6 and saved["train"]["max_steps"] == 2
     # a run already there is refused without --resume/--overwrite
-    assert_usage_error(capsys, "train", "dcgan", "--config", str(cfg), "--out", str(run),
+    one_line_error(capsys, "train", "dcgan", "--config", str(cfg), "--out", str(run),
                        match="already holds a run")
     # resume: repeating the saved config is fine, changing the budget is fine, changing the model is not
-    assert_usage_error(capsys, "train", "dcgan", "--resume", "--out", str(run), "--z-dim", "7",
+    one_line_error(capsys, "train", "dcgan", "--resume", "--out", str(run), "--z-dim", "7",
                        match="differs from the saved run")
     code, _, err = run_cli(capsys, "train", "dcgan", "--resume", "--out", str(run), "--z-dim", "6",
                            "--max-steps", "3", "--threads", "1")
@@ -108,7 +94,7 @@ def test_usage_errors_are_one_line_exit_2(capsys, tmp_path, argv, match):
     argv = [a if a != "x.png" and a != "x.jpg" else str(tmp_path / a) for a in argv]
     if argv[0] == "train" and "--out" not in argv:
         argv += ["--out", str(tmp_path / "run")]
-    assert_usage_error(capsys, *argv, match=match)
+    one_line_error(capsys, *argv, match=match)
     if argv[0] == "train" and "--resume" not in argv:
         assert not (tmp_path / "run").exists()  # nothing written: the corrected command just works
 
@@ -116,7 +102,7 @@ def test_usage_errors_are_one_line_exit_2(capsys, tmp_path, argv, match):
 def test_unknown_config_key_names_the_closest(capsys, tmp_path):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"z_dimm": 3}))
-    assert_usage_error(capsys, "train", "dcgan", "--config", str(cfg), "--out", str(tmp_path / "r"),
+    one_line_error(capsys, "train", "dcgan", "--config", str(cfg), "--out", str(tmp_path / "r"),
                        match="unknown option 'z_dimm' in")
 
 

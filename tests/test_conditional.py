@@ -10,8 +10,9 @@ from genlab.models import MODELS
 from genlab.registry import UsageError
 from genlab.sample import draw
 
-FAST = dict(data="npz", sample_every=0, ckpt_every=0, log_every=1000, seed=0, precision="fp32",
-            quiet=True)
+from conftest import TINY
+
+FAST = dict(TINY, ckpt_every=0, log_every=1000, seed=0)
 
 
 @pytest.mark.parametrize("name", ["cgan", "rnngan"])

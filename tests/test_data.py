@@ -4,7 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
-from genlab.data import DATA, load_data, read_idx, to_float, to_uint8
+from genlab.data import DATA, load_data, to_float, to_uint8
+from genlab.images import read_idx
 from genlab.registry import UsageError
 
 

@@ -2,16 +2,18 @@
 conditional accuracy, the training-time health check and one-line errors."""
 import json
 import math
-import time
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
+from conftest import one_line_error, run_cli
 from genlab.cli import main
 from genlab.data import load_data
-from genlab.evaluate import evaluate, health, parse_metrics, reference_stats
+from genlab.evaluate import evaluate, parse_metrics
+from genlab.metrics.health import health
+from genlab.reference import reference_stats
 from genlab.metrics import compute, conditional_accuracy
 from genlab.metrics.nll import iwae_log_likelihood, log_normal_diag, nll_report, prepare
 from genlab.metrics.stacked import classify_channels, mode_stats
@@ -21,20 +23,6 @@ from genlab.registry import UsageError
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(capsys, *argv, match):
-    code, out, err = run_cli(capsys, *argv)
-    assert code == 2, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert match in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -55,24 +43,15 @@ def write_idx(path, arr):
 
 
 @pytest.fixture(scope="module")
-def small_mnist(tmp_path_factory, mnist_dir_module):
+def small_mnist(tmp_path_factory, mnist_dir):
     """The first 1,000 MNIST test digits (and 1,000 training digits) as IDX files: a small reference
     split that keeps these tests fast; the code path is that of the full data."""
     d = tmp_path_factory.mktemp("mnist-small")
     for split, (img, lab) in {"test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
                               "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")}.items():
-        ds = load_data("mnist", str(mnist_dir_module), split)
+        ds = load_data("mnist", str(mnist_dir), split)
         write_idx(d / f"{img}.gz", ds.images[:1000, 0].numpy())
         write_idx(d / f"{lab}.gz", ds.labels[:1000].numpy())
-    return d
-
-
-@pytest.fixture(scope="module")
-def mnist_dir_module():
-    from conftest import SHARED_DATA
-    d = SHARED_DATA / "mnist"
-    if not (d / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.skip("../shared/data/mnist is not available")
     return d
 
 
@@ -107,10 +86,8 @@ def test_eval_npz_and_cache(capsys, tiny_npz, tmp_path, monkeypatch):
     import genlab.reference as reference  # where reference_stats loads the images
     real_load = reference._load_reference_images
     monkeypatch.setattr(reference, "_load_reference_images", lambda *a: calls.append(a) or real_load(*a))
-    t0 = time.perf_counter()
     code, _, err = run_cli(capsys, "eval", tiny_npz, "--ref", "npz", "--data-dir", ref,
                            "--features", "mnist-cnn")
-    first = time.perf_counter() - t0
     assert code == 0, err
     rep = json.loads(tiny_npz.with_suffix(".eval.json").read_text())
     assert set(rep["scores"]) == {"fd", "kid", "pr", "cs", "classes", "accuracy"}  # labels -> accuracy
@@ -120,13 +97,11 @@ def test_eval_npz_and_cache(capsys, tiny_npz, tmp_path, monkeypatch):
     assert len(files) == 1 and len(calls) == 1
     with np.load(files[0], allow_pickle=False) as f:
         assert f["features"].shape == (400, 128) and f["sigma"].shape == (128, 128)
-    t0 = time.perf_counter()
     code, _, err = run_cli(capsys, "eval", tiny_npz, "--ref", "npz", "--data-dir", ref,
                            "--features", "mnist-cnn", "--json", tmp_path / "again.json")
-    second = time.perf_counter() - t0
     assert code == 0 and len(calls) == 1                                      # no reload: cache hit
     again = json.loads((tmp_path / "again.json").read_text())
-    assert again["scores"]["fd"] == rep["scores"]["fd"] and second < first + 0.5
+    assert again["scores"]["fd"] == rep["scores"]["fd"]                      # (timings: benchmarks/bench_eval.py)
     # a changed reference file is a different cache entry
     np.savez(ref, images=x[:300])
     run_cli(capsys, "eval", tiny_npz, "--ref", "npz", "--data-dir", ref, "--metrics", "fd",
@@ -315,12 +290,13 @@ def test_conditional_run_reports_accuracy(capsys, tiny_npz, tmp_path):
                            "--json", tmp_path / "c.json")
     assert code == 0, err
     e = json.loads((tmp_path / "c.json").read_text())["scores"]["accuracy"]
-    assert 0 <= e["values"]["conditional_accuracy"] <= 1 and e["n"] == 100
-    assert len(e["values"]["conditional_accuracy_per_class"]) == 10
+    per_class = e["values"]["conditional_accuracy_per_class"]
+    assert len(per_class) == 10 and e["n"] == 100     # labels i % 10: 10 samples of each class, so
+    assert e["values"]["conditional_accuracy"] == pytest.approx(np.mean(per_class))  # mean = mean
 
 
 # ------------------------------------------------------------------------------ training health
-def test_health_is_quick_and_leaves_the_model_alone(tiny_run, small_mnist):
+def test_health_leaves_the_model_alone(tiny_run, small_mnist):
     from genlab.run import load
     model = load(tiny_run).train()
     ref = reference_stats("mnist-5k", "test", str(small_mnist))
@@ -330,4 +306,3 @@ def test_health_is_quick_and_leaves_the_model_alone(tiny_run, small_mnist):
     assert h["fd"] > 0 and 0 <= h["class_coverage"] <= 1 and h["n"] == 500
     assert model.training and torch.equal(torch.get_rng_state(), rng)
     assert health(model, ref, n=500, seed=0)["fd"] == h["fd"]                # deterministic
-    assert h["seconds"] < 5

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from genlab.cli import main
-from genlab.data import MAX_PIXELS, BadImage, load_data, read_image
+from genlab.data import load_data
+from genlab.images import MAX_PIXELS, BadImage, read_image
 from genlab.registry import UsageError
 
 

@@ -12,7 +12,8 @@ import torch
 
 from genlab.metrics import (METRICS, class_balance, classifier_score, compute, extract, frechet_distance,
                             frechet_distance_from_stats, kernel_distance, memorisation, precision_recall)
-from genlab.metrics.classifier import ASSETS, PINNED, WeightsError, load_classifier, sha256_file
+from genlab.io import sha256_file
+from genlab.metrics.classifier import ASSETS, PINNED, WeightsError, load_classifier
 from genlab.metrics.features import to_grey28
 from genlab.registry import UsageError
 

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import genlab
+import conftest
 import genlab.checkpoint as ckpt
 from genlab.cli import main
 from genlab.config import build
@@ -28,7 +29,7 @@ from genlab.registry import UsageError
 from genlab.sample import draw
 
 loop = importlib.import_module("genlab.train")  # the module (genlab.train is also the function)
-TINY = dict(data="npz", sample_every=0, log_every=1, seed=3, precision="fp32", quiet=True, threads=1)
+TINY = dict(conftest.TINY, threads=1)
 
 
 def tiny(tmp, npz, out, **kw):
@@ -53,15 +54,8 @@ def reseal(c: Path) -> None:
     (c / "MANIFEST.json").write_text(json.dumps(m))
 
 
-def one_line_error(capsys, code_expected, *argv) -> str:
-    """Run the CLI in-process; the error is one line, printed last (progress lines may precede it)."""
-    capsys.readouterr()                                       # drop what earlier steps printed
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    lines = err.strip().splitlines()
-    assert code == code_expected, (code, out, err)
-    assert "Traceback" not in err and [l for l in lines if l.startswith("genlab:")] == lines[-1:], err
-    return lines[-1]
+def one_line_error(capsys, code, *argv) -> str:  # training prints progress lines before the error
+    return conftest.one_line_error(capsys, *argv, code=code, only=False)
 
 
 # --------------------------------------------------------------------------- 1. crash-safe checkpoints
@@ -437,8 +431,8 @@ def test_full_disk_loses_nothing(where, capsys, tiny_npz, tmp_path, monkeypatch)
         monkeypatch.setattr(ckpt, "save_file", failing(ckpt.save_file, 3 * 2 + 1))
     elif where == "manifest":
         monkeypatch.setattr(ckpt, "_write_json", failing(ckpt._write_json, 3 * 2))
-    elif where == "pointer":  # config.json, then one pointer per checkpoint
-        monkeypatch.setattr(ckpt, "atomic_write_text", failing(ckpt.atomic_write_text, 1 + 3))
+    elif where == "pointer":  # the `latest` pointer of the third checkpoint
+        monkeypatch.setattr(ckpt, "atomic_write_text", failing(ckpt.atomic_write_text, 3))
     else:
         from genlab import logger
         real_log = logger.RunLogger.log
@@ -467,7 +461,8 @@ def test_read_only_run_folder_is_one_line_exit_2(capsys, tiny_npz, tmp_path, mon
     """Simulated (tests may run as root, which ignores permissions): every write raises EROFS."""
     def ro(*a, **k):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-    monkeypatch.setattr(ckpt, "atomic_write_text", ro)
+    from genlab import run
+    monkeypatch.setattr(run, "atomic_write_text", ro)  # config.json, the first file a run writes
     line = one_line_error(capsys, 2, "train", "gan", "--preset", "tiny", "--data", "npz", "--data-dir",
                           str(tiny_npz), "--out", str(tmp_path / "r"), "--threads", "1")
     assert "cannot write the run folder" in line and "Read-only file system" in line

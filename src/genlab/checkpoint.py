@@ -17,7 +17,6 @@ and for finite values; nothing is ever unpickled.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,26 +27,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .io import atomic_write_text, fsync_path, sha256_file
 from .registry import UsageError
 
 FORMAT = 1
 FILES = ("model.safetensors", "optim.safetensors", "rng.safetensors", "state.json")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_json(path: Path, obj) -> None:
@@ -55,16 +39,6 @@ def _write_json(path: Path, obj) -> None:
         json.dump(obj, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync(path.parent)
 
 
 def _flatten_optim(opts: dict) -> tuple[dict, dict]:
@@ -112,13 +86,13 @@ def save(run: Path, step: int, model: torch.nn.Module, opts: dict, rng: dict, st
         save_file({k: v.contiguous() for k, v in rng.items()}, tmp / "rng.safetensors")
         _write_json(tmp / "state.json", {**state, "step": step, "optim": optim_meta, "format": FORMAT})
         for f in FILES[:3]:
-            _fsync(tmp / f)
+            fsync_path(tmp / f)
         _write_json(tmp / "MANIFEST.json", {"format": FORMAT, "files": {f: sha256_file(tmp / f) for f in FILES}})
-        _fsync(tmp)
+        fsync_path(tmp)
         if final.exists():  # a folder of this step that does not verify (latest() skipped it)
             _discard(final)
         os.replace(tmp, final)
-        _fsync(run)
+        fsync_path(run)
         atomic_write_text(run / "latest", name + "\n")
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -12,16 +12,16 @@ operation: no per-image Python work in the hot loop (unlike a DataLoader over PI
 """
 from __future__ import annotations
 
-import gzip
 import inspect
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .images import IMAGE_EXTS, BadImage, read_idx, read_image
 from .registry import Registry, UsageError
 
 DATA = Registry("data source")
@@ -37,6 +37,7 @@ class Dataset:
     labels: torch.Tensor  # (N,) int64, -1 = unlabelled
     name: str
     num_classes: int = 0  # 0 = unconditional data
+    skipped: list = field(default_factory=list)  # "path: reason" of unusable files (folder data)
 
     def __len__(self):
         return len(self.images)
@@ -70,15 +71,18 @@ def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
 
 def load_data(name: str, data_dir: str | None = None, split: str = "train",
               image_size: int | None = None, download: bool = False, **options) -> Dataset:
-    """Load a registered data source, resized to `image_size` (None keeps its native size)."""
+    """Load a registered data source, resized to `image_size` (None keeps its native size). `options`
+    go to the sources that take them (e.g. folder's strict) and are ignored by the others."""
     if split not in ("train", "test"):
         raise UsageError(f"unknown split {split!r}; use train or test")
     source = DATA[name]
-    if image_size is not None and "image_size" in inspect.signature(source).parameters:
+    if image_size is not None:
         options = {**options, "image_size": image_size}  # e.g. folder: decode straight to the size
     if image_size is not None and image_size > MAX_IMAGE_SIZE:
         raise UsageError(f"--image-size must be <= {MAX_IMAGE_SIZE}, got {image_size}")
-    ds = source(data_dir=data_dir, split=split, download=download, **options)
+    takes = inspect.signature(source).parameters
+    ds = source(data_dir=data_dir, split=split, download=download,
+                **{k: v for k, v in options.items() if k in takes})
     if ds.images.dtype != torch.uint8 or ds.images.ndim != 4 or len(ds) == 0:
         raise UsageError(f"data source {name!r} returned no usable images")
     if image_size is not None and len(ds) * ds.images.shape[1] * image_size ** 2 > MAX_DATA_BYTES:
@@ -102,21 +106,6 @@ def _with_labels(images: np.ndarray, labels: np.ndarray | None, name: str) -> Da
 # ---------------------------------------------------------------------------------------- IDX files
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (LeCun's MNIST format), gzipped or not: magic, dims (big-endian), uint8 data."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise UsageError(f"{path} is not an IDX uint8 file")
-    ndim = raw[3]
-    dims = np.frombuffer(raw, ">i4", count=ndim, offset=4)
-    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise UsageError(f"{path} is truncated: expected {int(np.prod(dims))} bytes of data")
-    return data.reshape(tuple(int(d) for d in dims))
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
@@ -210,29 +199,31 @@ def npz(data_dir=None, split="train", download=False, path=None):
     p = Path(path or data_dir or "")
     if not p.is_file():
         raise UsageError(f"npz data needs --data-dir FILE.npz (got {str(p)!r})")
-    try:
-        with np.load(p, allow_pickle=False) as f:
-            if "images" not in f:
-                raise UsageError(f"{p} has no 'images' array (keys: {', '.join(f.files)})")
-            x = f["images"]
-            y = f["labels"] if "labels" in f else None
-    except ValueError as e:
-        raise UsageError(f"{p} could not be read as a plain npz ({e}); object arrays are refused") from None
-    if x.dtype != np.uint8 or x.ndim not in (3, 4):
-        raise UsageError(f"{p}: 'images' must be uint8 (N, H, W) or (N, C, H, W), got {x.dtype} {x.shape}")
-    if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-        x = x.transpose(0, 3, 1, 2)
-    if y is not None and len(y) != len(x):
-        raise UsageError(f"{p}: {len(y)} labels for {len(x)} images")
+    x, y = read_npz(p)
     return _with_labels(x, y, "npz")
 
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
-MAX_PIXELS = 1 << 26  # 67 MP: bigger images are refused as decompression bombs (Pillow's own: 89 MP)
-
-
-class BadImage(ValueError):
-    """An image file the folder source cannot use; the message says why."""
+def read_npz(path, hint: str = "") -> tuple[np.ndarray, np.ndarray | None]:
+    """(`images` uint8 (N, H, W) or (N, C, H, W), (N, H, W, C) transposed; `labels` (N,) or None) of a
+    plain .npz (allow_pickle=False: object arrays are refused). One-line UsageErrors; `hint` is added
+    to the one for a missing `images` array."""
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            if "images" not in f.files:
+                raise UsageError(f"{p} has no 'images' array (keys: {', '.join(f.files) or 'none'}){hint}")
+            x = f["images"]
+            y = f["labels"] if "labels" in f.files else None
+    except (ValueError, OSError) as e:
+        raise UsageError(f"{p} could not be read as a plain npz ({e}); object arrays are refused") from None
+    if x.dtype != np.uint8 or x.ndim not in (3, 4) or len(x) == 0:
+        raise UsageError(f"{p}: 'images' must be non-empty uint8 (N, H, W) or (N, C, H, W), "
+                         f"got {x.dtype} {x.shape}")
+    if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    if y is not None and (y.ndim != 1 or len(y) != len(x)):
+        raise UsageError(f"{p}: {len(y)} labels for {len(x)} images")
+    return x, y
 
 
 @DATA.register("folder")
@@ -273,58 +264,6 @@ def folder(data_dir=None, split="train", download=False, image_size=64, channels
     ds = _with_labels(x, np.array(labels) if classes else None, "folder")
     ds.skipped = bad
     return ds
-
-
-def read_image(path: Path, size: int) -> np.ndarray:
-    """One image file -> uint8 (size, size, 3): EXIF orientation applied, transparency composited onto
-    black, 16-bit and float pixels scaled (not clipped) to 8 bits, centre-cropped, resized (bicubic).
-    Anything Pillow cannot decode completely, or more than MAX_PIXELS pixels, raises BadImage."""
-    import warnings
-    from PIL import Image, ImageOps, UnidentifiedImageError
-    try:
-        if path.stat().st_size == 0:
-            raise BadImage("empty file")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:  # reads the header only
-                if im.width * im.height > MAX_PIXELS:
-                    raise BadImage(f"{im.width}x{im.height} pixels, over the limit of {MAX_PIXELS} "
-                                   f"(a decompression bomb?)")
-                im.load()  # decodes everything now: a truncated file fails here, not later
-                im = _to_rgb(ImageOps.exif_transpose(im))
-                return np.asarray(ImageOps.fit(im, (size, size), Image.Resampling.BICUBIC), np.uint8)
-    except BadImage:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise BadImage(f"decompression bomb ({e})".replace("\n", " ")) from None
-    except UnidentifiedImageError:
-        raise BadImage("not an image file Pillow can read") from None
-    except Exception as e:  # Pillow raises many types (OSError, SyntaxError, ...) for broken data
-        raise BadImage(f"corrupt or truncated ({type(e).__name__}: {e})".replace("\n", " ")) from None
-
-
-def _to_rgb(im):
-    """Any Pillow mode -> RGB. 16-bit ("I;16*") maps 0..65535 linearly to 0..255; 32-bit int ("I")
-    likewise when its values fit 16 bits (as when Pillow widens a 16-bit file), as-is when they fit
-    8 bits, else min..max; float ("F") in [0, 1] is scaled by 255, else min..max."""
-    from PIL import Image
-    if im.mode.startswith("I") or im.mode == "F":
-        a = np.asarray(im, dtype=np.float64)
-        if not np.isfinite(a).all():
-            raise BadImage("non-finite pixel values")
-        lo, hi = a.min(), a.max()
-        if im.mode.startswith("I;16") or (im.mode == "I" and lo >= 0 and 255 < hi <= 65535):
-            lo, hi = 0.0, 65535.0
-        elif im.mode == "F" and lo >= 0 and hi <= 1:
-            lo, hi = 0.0, 1.0
-        elif lo >= 0 and hi <= 255:
-            lo, hi = 0.0, 255.0
-        a = (a - lo) / max(hi - lo, 1e-12) * 255
-        return Image.fromarray(a.round().clip(0, 255).astype(np.uint8)).convert("RGB")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
-    return im.convert("RGB")
 
 
 OLIVETTI_FILE = "olivetti_faces_uint8.npz"

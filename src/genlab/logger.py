@@ -12,8 +12,9 @@ from tqdm import tqdm
 
 
 class RunLogger:
-    def __init__(self, run: Path, start_step: int, total: int):
+    def __init__(self, run: Path, start_step: int, total: int, loss_stats=()):
         self.run, self.path = Path(run), Path(run) / "metrics.jsonl"
+        self.loss_stats = tuple(loss_stats)  # plotted in losses.png (the model's Trainable.loss_stats)
         self._truncate_after(start_step)
         self.file = open(self.path, "a")
         self.bar = tqdm(total=total, initial=start_step, unit="step", dynamic_ncols=True,
@@ -38,7 +39,7 @@ class RunLogger:
                     keep.append(line)
             except (ValueError, KeyError, TypeError):
                 continue
-        from .checkpoint import atomic_write_text
+        from .io import atomic_write_text
         atomic_write_text(self.path, "".join(l + "\n" for l in keep))
 
     def log(self, step: int, stats: dict, batch_size: int) -> None:
@@ -67,12 +68,12 @@ class RunLogger:
         self.file.close()
         if self.tb is not None:
             self.tb.close()
-        plot_losses(self.path, self.run / "losses.png")
+        plot_losses(self.path, self.run / "losses.png", self.loss_stats)
 
 
-def plot_losses(metrics: Path, out: Path) -> None:
+def plot_losses(metrics: Path, out: Path, loss_stats=()) -> None:
     rows = [json.loads(l) for l in Path(metrics).read_text().splitlines() if l.strip()]
-    keys = [k for k in ("d_loss", "g_loss", "loss", "recon", "kl") if rows and k in rows[0]]
+    keys = [k for k in loss_stats if rows and k in rows[0]]
     if not keys:
         return
     import matplotlib

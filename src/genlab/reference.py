@@ -13,22 +13,16 @@ and the training loop's health check read them from here.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from pathlib import Path
 
+from .io import atomic_save_npz, cache_root
 from .registry import UsageError
 
 REFERENCE_DATA = {"mnist-5k": "mnist"}  # data without a test split of its own -> whose test split
 NO_TEST_SPLIT = ("npz", "folder")     # file sources: the reference is the data itself (not held out)
 CACHE_VERSION = 2
 ARRAYS = ("features", "probs", "labels", "mu", "sigma", "knn_radii_sq_k3")  # what a cache file holds
-
-
-def cache_root() -> Path:
-    """$GENLAB_CACHE, default ~/.cache/genlab (read at call time): reference statistics live in ref/,
-    Inception weights are looked for in inception/."""
-    return Path(os.environ.get("GENLAB_CACHE") or Path.home() / ".cache" / "genlab").expanduser()
 
 
 def cache_dir() -> Path:
@@ -60,29 +54,23 @@ def _str(a) -> str:
 
 def reference_stats(data: str, split: str = "test", data_dir: str | None = None,
                     image_size: int | None = None, features: str | None = None,
-                    use_cache: bool = True, inception_weights=None, progress=None) -> dict:
+                    use_cache: bool = True, weights=None, progress=None) -> dict:
     """Features, probs, labels, the Gaussian statistics (mu, sigma) and the k=3 nearest-neighbour radii
     of a reference split, from the cache when present, else computed and cached. Keys: ARRAYS, name,
     weights_sha256 (as `metrics.extract`), and data, split, n, image_size, images_sha256, cache,
-    cached (bool). `data` is the run's data name; see `reference_source`. `inception_weights`: the
-    file for features="inception" (default: found as metrics.inception.locate_weights does);
-    `progress`: a callable given its progress lines (inception only: 10,000 images take ~30 min)."""
+    cached (bool). `data` is the run's data name; see `reference_source`. `weights`: the weights file
+    of an extractor that locates its own (`Extractor.locate`; default: where it looks by itself);
+    `progress`: a callable given its progress lines (slow extractors report them)."""
     import numpy as np
     from .metrics import DEFAULT_FOR_DATA, FEATURES, extract
-    from .metrics.classifier import PINNED
     src, sp = reference_source(data, split)
     features = features or DEFAULT_FOR_DATA.get(src) or DEFAULT_FOR_DATA.get(data)
     if features is None:
         raise UsageError(f"no default feature extractor for data {src!r}; pass --features NAME "
                          f"(known: {', '.join(sorted(FEATURES))})")
-    FEATURES[features]  # unknown -> one-line error listing the known extractors
-    weights = {"mnist-cnn": "mnist", "fashion-cnn": "fashion-mnist"}.get(features)
-    sha = PINNED[weights][1] if weights else "none"
-    options = {}
-    if features == "inception":  # found and sha256-verified first: a missing file fails before any work
-        from .metrics.inception import locate_weights
-        options["weights"], sha = locate_weights(inception_weights)
-        options["progress"] = progress
+    # unknown -> one-line error listing the known extractors; weights located and verified first
+    options, sha, _ = FEATURES[features].resolve(weights, progress)
+    sha = sha or "none"
     size = f"{image_size}px" if image_size else "native"
     path = cache_dir() / f"{src}-{sp}-{size}-{features}-{sha[:12]}{_fingerprint(src, data_dir)}.npz"
     if use_cache and path.is_file():
@@ -107,11 +95,7 @@ def reference_stats(data: str, split: str = "test", data_dir: str | None = None,
               "images_sha256": np.array(images_sha), "version": np.array(CACHE_VERSION)}
     if use_cache:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
+            atomic_save_npz(path, **arrays)
         except OSError as e:  # a read-only cache only costs speed
             print(f"genlab: warning: cannot write the reference cache {path}: {e.strerror}", file=sys.stderr)
     return {**{k: arrays[k] for k in ARRAYS},

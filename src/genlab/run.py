@@ -12,6 +12,7 @@ import torch
 from . import checkpoint as ckpt
 from . import precision
 from .config import TrainConfig, budget_fields, build, load_file, split_keys, to_dict
+from .io import atomic_write_text
 from .models import MODELS, place
 from .registry import UsageError
 
@@ -108,7 +109,7 @@ def prepare_run(run: Path, name: str, tcfg, mcfg, resume: bool, overwrite: bool,
         run.mkdir(parents=True, exist_ok=True)
         ckpt.clean_leftovers(run)
         if not resume or not (run / "config.json").exists():
-            ckpt.atomic_write_text(run / "config.json", json.dumps(
+            atomic_write_text(run / "config.json", json.dumps(
                 {"model": name, "train": to_dict(tcfg), "model_config": to_dict(mcfg),
                  "resolved": choice.to_dict() if choice else None}, indent=1) + "\n")
     except OSError as e:
@@ -117,7 +118,8 @@ def prepare_run(run: Path, name: str, tcfg, mcfg, resume: bool, overwrite: bool,
 
 def load(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     """A trained model from a run folder (its newest verified checkpoint) or a checkpoint folder, in
-    eval mode; `model.sample(n, generator=...)` returns (n, C, H, W) in [-1, 1]. The run's recorded
+    eval mode, with the attributes of models.Loaded (name, run_dir, checkpoint, step, train_config);
+    `model.sample(n, generator=...)` returns (n, C, H, W) in [-1, 1]. The run's recorded
     --precision is resolved for this machine and `device` as training resolves it (precision.py)."""
     path = Path(path)
     c = path if (path / "MANIFEST.json").is_file() else ckpt.latest(path)
@@ -133,7 +135,8 @@ def load(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     model = cfg.build(tuple(state["shape"]), state["num_classes"])
     ckpt.check_tensors(model, tensors, c)
     model.load_state_dict(tensors)
-    model.run_dir, model.checkpoint, model.step = path, c, state["step"]
+    # the models.Loaded contract: what the model is and where it came from
+    model.name, model.run_dir, model.checkpoint, model.step = state["model"], path, c, state["step"]
     model.train_config = state["config"]["train"]
     choice = precision.resolve(model.train_config.get("precision", "fp32"), device)
     model.autocast_dtype = choice.dtype

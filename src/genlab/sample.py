@@ -9,6 +9,7 @@ import torch
 from torchvision.utils import save_image
 
 from .data import to_uint8
+from .models.base import class_labels
 from .registry import UsageError
 
 
@@ -16,13 +17,11 @@ def draw(model, n: int, seed: int = 0, labels=None, batch_size: int = 500) -> tu
     """n samples (n, C, H, W) in [-1, 1], drawn in batches from one generator seeded with `seed`;
     with the labels asked for (class i % K by default) for conditional models, else None."""
     g = torch.Generator().manual_seed(seed)
-    k = getattr(model, "num_classes", 0)
+    k = model.num_classes  # models.Generator: 0 = unconditional
     if labels is not None and not k:
         raise UsageError("--label needs a conditional model (this one is unconditional)")
     if k:
-        labels = torch.arange(n) % k if labels is None else torch.as_tensor(labels).expand(n).clone()
-        if labels.min() < 0 or labels.max() >= k:
-            raise UsageError(f"--label must be in 0..{k - 1}")
+        labels = class_labels(n, k, labels, "--label")
     out = [model.sample(min(batch_size, n - i), None if labels is None else labels[i:i + batch_size],
                         generator=g) for i in range(0, n, batch_size)]
     return torch.cat(out), labels

@@ -13,10 +13,12 @@ from . import checkpoint as ckpt
 from . import precision
 from .config import to_dict
 from .data import load_data, to_float
-from .evaluate import health, reference_stats
 from .guard import Diverged, NonFiniteStep, StepSnapshot, StopFlag
+from .io import atomic_write_text
 from .logger import RunLogger
-from .models import MODELS, place  # noqa: F401  (importing registers every model)
+from .metrics.health import health
+from .models import Autoencoder, place
+from .reference import reference_stats
 from .registry import UsageError
 from .run import check_model_size, prepare_run, resolve
 
@@ -61,8 +63,7 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
     torch.set_num_threads(tcfg.threads or os.cpu_count())
     choice = precision.resolve(tcfg.precision, tcfg.device)  # device exists; bf16 only where native
     device = torch.device(choice.device)
-    data_options = {"strict": tcfg.strict} if tcfg.data == "folder" else {}
-    ds = load_data(tcfg.data, tcfg.data_dir, "train", tcfg.image_size, tcfg.download, **data_options)
+    ds = load_data(tcfg.data, tcfg.data_dir, "train", tcfg.image_size, tcfg.download, strict=tcfg.strict)
     check_model_size(mcfg, ds.shape, ds.num_classes)  # before allocating: --z-dim 1e8 is 2.5 TB
     torch.manual_seed(tcfg.seed)  # the only seeding: initial weights; data order and noise below
     net = place(mcfg.build(ds.shape, ds.num_classes), device)
@@ -97,8 +98,8 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
     total = tcfg.max_steps or mcfg.steps
     t0, saved_step = time.perf_counter(), step
     try:
-        write_skipped_list(run, getattr(ds, "skipped", []), quiet)
-        log = RunLogger(run, step, total)
+        write_skipped_list(run, ds.skipped, quiet)
+        log = RunLogger(run, step, total, net.loss_stats)
         if not quiet:
             log.note(f"device {choice.device}, precision {choice.reason}")
         snapshot, consecutive, rollbacks = StepSnapshot(net, opts), 0, 0
@@ -120,9 +121,10 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
                     continue
                 step, consecutive = step + 1, 0
                 log.advance()
-                if ref is not None and step % tcfg.eval_every == 0:
+                checked = ref is not None and step % tcfg.eval_every == 0
+                if checked:
                     stats = {**stats, **health_stats(net, ref, tcfg.seed, step, log)}
-                if step % tcfg.log_every == 0 or step == total or "fd" in stats:
+                if step % tcfg.log_every == 0 or step == total or checked:
                     log.log(step, {**stats, "skipped": skipped}, mcfg.batch_size)
                 if tcfg.sample_every and step % tcfg.sample_every == 0:
                     grid(net, tcfg.seed, run / "samples" / f"step-{step:06d}.png")
@@ -131,7 +133,7 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
             if step != saved_step or ckpt.latest(run, warn=False) is None:
                 save()
         grid(net, tcfg.seed, run / "samples.png")
-        if hasattr(net, "reconstruct"):  # autoencoders: 50 training images above their reconstructions
+        if isinstance(net, Autoencoder):  # 50 training images above their reconstructions
             from .sample import save_grid
             x = to_float(ds.images[:50]).to(device)
             save_grid(torch.cat([x, net.reconstruct(x)]), run / "reconstructions.png", 10)
@@ -175,7 +177,7 @@ def write_skipped_list(run: Path, bad: list[str], quiet: bool) -> None:
     if not bad:
         path.unlink(missing_ok=True)
         return
-    ckpt.atomic_write_text(path, "".join(f"{b}\n" for b in bad))
+    atomic_write_text(path, "".join(f"{b}\n" for b in bad))
     if not quiet:
         print(f"genlab: skipped {len(bad)} unreadable images (listed in {path})", file=sys.stderr)
 

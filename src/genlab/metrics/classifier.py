@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..io import sha256_file
 from ..registry import UsageError
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -78,10 +79,6 @@ class Classifier(nn.Module):
 
 
 # --------------------------------------------------------------------------------------- weights I/O
-def sha256_file(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def load_classifier(name_or_path: str, sha256: str | None = None) -> Classifier:
     """A Classifier in eval mode (fp32) from a pinned name ("mnist", "fashion-mnist") or a path.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import UsageError
-from . import METRICS, as_f64
+from .base import METRICS, as_f64
 
 
 def conditional_accuracy(probs, labels) -> dict:

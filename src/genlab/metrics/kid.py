@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import UsageError
-from . import METRICS, as_f64
+from .base import METRICS, as_f64
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None,

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..config import opt
 from ..registry import UsageError
-from . import MODELS
+from .base import MODELS, project, projection_embedding
 from .dcgan import DCDiscriminator, DCGenerator, init_weights, start_size
 from .gan import GAN, GANConfig
 
@@ -58,8 +58,7 @@ class CondDiscriminator(nn.Module):
         n = base.head.in_features + (s0 * s0 if mbstd else 0)
         self.head = nn.Linear(n, 1)
         if cond == "projection":
-            self.embed = nn.Embedding(num_classes, n)
-            nn.init.normal_(self.embed.weight, 0.0, 0.02)           # small initial logits, like head
+            self.embed = projection_embedding(num_classes, n)
 
     def forward(self, x, y):                         # x: (B, C, H, W) in [-1, 1], y: (B,) -> logits (B,)
         if self.cond == "concat":
@@ -72,7 +71,7 @@ class CondDiscriminator(nn.Module):
         h = h.flatten(1)                                             # (B, n)
         logit = self.head(h).squeeze(1)
         if self.cond == "projection":                                # Miyato & Koyama 2018, eq. 3
-            logit = logit + (self.embed(y).to(h.dtype) * h).sum(1)
+            logit = project(logit, self.embed, y, h)
         return logit
 
 

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from ..config import opt
 from ..registry import UsageError
-from . import MODELS
+from .base import MODELS
 from .gan import GAN, GANConfig
 
 

@@ -23,9 +23,8 @@ import torch.nn as nn
 from ..config import opt
 from ..guard import update
 from ..losses import LOSSES, gradient_penalty
-from ..registry import UsageError
 from ..precision import Precision
-from . import MODELS, adam
+from .base import MODELS, adam, class_labels, eval_mode
 
 
 @dataclass
@@ -83,6 +82,7 @@ def ema_step(G_ema: nn.Module, G: nn.Module, decay: float, n: torch.Tensor) -> N
 
 class GAN(Precision, nn.Module):
     """G, D and (optionally) G_ema, trained with the objective named by `config.loss`."""
+    loss_stats = ("d_loss", "g_loss")  # plotted in losses.png
 
     def __init__(self, config: GANConfig, G: nn.Module, D: nn.Module, shape, num_classes: int = 0):
         super().__init__()
@@ -135,26 +135,27 @@ class GAN(Precision, nn.Module):
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
                 "D(x)": torch.sigmoid(real.detach()).mean(), "D(G(z))": torch.sigmoid(fake.detach()).mean()}
 
+    @property
+    def z_dim(self) -> int:
+        return self.config.z_dim
+
     @torch.no_grad()
-    def sample(self, n: int, labels: torch.Tensor | None = None, generator=None) -> torch.Tensor:
-        """n images (n, C, H, W) in [-1, 1] from G_ema when enabled, else G, in eval mode."""
+    def generate(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (n, C, H, W) in [-1, 1] for the latents z (n, z_dim) (and class labels y (n,) of a
+        conditional model): G_ema when enabled, else G, in eval mode, at the run's precision."""
         G = self.G_ema if self.config.ema else self.G
         device = next(G.parameters()).device
         if self.num_classes:
-            k = self.num_classes  # default: class i % K, the rule `genlab sample` uses
-            labels = torch.arange(n) % k if labels is None else torch.as_tensor(labels)
-            if labels.min() < 0 or labels.max() >= k:
-                raise UsageError(f"labels must be in 0..{k - 1}")
-            labels = labels.to(device)
-        was_training = G.training
-        G.eval()
-        try:
-            with self.autocast(device.type):  # the precision training used (precision.py)
-                x = G(self.noise(n, generator).to(device), labels)
-            x = x.float().clamp(-1, 1)
-        finally:
-            G.train(was_training)
-        return x
+            y = class_labels(len(z), self.num_classes, y).to(device)
+        with eval_mode(G), self.autocast(device.type):  # the precision training used (precision.py)
+            x = G(z.to(device), y)
+        return x.float().clamp(-1, 1)
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: torch.Tensor | None = None, generator=None) -> torch.Tensor:
+        """n images (n, C, H, W) in [-1, 1] at z ~ N(0, I) drawn from `generator` (generate(z, labels));
+        conditional models: class i % K unless `labels` are given."""
+        return self.generate(self.noise(n, generator), labels)
 
 
 # ---------------------------------------------------------------- the article's MLP networks

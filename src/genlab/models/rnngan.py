@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from .. import precision
 from ..config import opt
-from . import MODELS
+from .base import MODELS, project, projection_embedding
 from .gan import GAN, GANConfig
 
 
@@ -73,9 +73,7 @@ class RowDiscriminator(nn.Module):
         C, H, W = shape
         self.rnn = nn.LSTM(C * W, hidden, layers, batch_first=True, bidirectional=True)
         self.head = nn.Linear(2 * hidden, 1)
-        self.embed = nn.Embedding(num_classes, 2 * hidden) if num_classes else None
-        if self.embed is not None:
-            nn.init.normal_(self.embed.weight, 0.0, 0.02)
+        self.embed = projection_embedding(num_classes, 2 * hidden) if num_classes else None
 
     def forward(self, x, y=None):               # x: (B, C, H, W) in [-1, 1] -> logits (B,)
         rows = x.permute(0, 2, 1, 3).flatten(2)                          # (B, H, C*W), top to bottom
@@ -83,7 +81,7 @@ class RowDiscriminator(nn.Module):
         h = F.leaky_relu(out, 0.2).mean(1)                               # per-step features, averaged
         logit = self.head(h).squeeze(1)
         if self.embed is not None:                                       # Miyato & Koyama 2018, eq. 3
-            logit = logit + (self.embed(y).to(h.dtype) * h).sum(1)
+            logit = project(logit, self.embed, y, h)
         return logit
 
 

@@ -37,7 +37,7 @@ from ..config import opt
 from ..guard import update
 from ..registry import UsageError
 from ..precision import Precision
-from . import MODELS, adam
+from .base import MODELS, adam, eval_mode
 from .dcgan import start_size
 
 HALF_BIN = 1 / 255  # half the spacing of the grey levels k / 127.5 - 1 in [-1, 1]
@@ -121,6 +121,7 @@ class Decoder(nn.Module):
 
 class VAE(Precision, nn.Module):
     """Encoder, decoder and (gaussian likelihood) a learned log sigma per channel."""
+    loss_stats = ("loss", "recon", "kl")  # plotted in losses.png
 
     def __init__(self, config: "VAEConfig", shape, num_classes: int = 0):
         super().__init__()
@@ -182,35 +183,30 @@ class VAE(Precision, nn.Module):
     def elbo(self, x: torch.Tensor, generator=None, samples: int = 1) -> torch.Tensor:
         """Per-image ELBO (B,) in nats (beta = 1: the bound on log p(x)), averaged over `samples`
         draws of z; x float in [-1, 1]. Evaluated in eval mode."""
-        was = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             recon, kl = zip(*(self.terms(x, generator) for _ in range(samples)))
-        finally:
-            self.train(was)
         return -(torch.stack(recon).mean(0) + kl[0])   # the KL does not depend on the draw
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W) in [-1, 1] -> decoder mean at the posterior mean z = mu(x), same shape/range."""
-        was = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return self.mean(self.decode(self.encode(x)[0]))
-        finally:
-            self.train(was)
+
+    @property
+    def z_dim(self) -> int:
+        return self.config.z_dim
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, y=None) -> torch.Tensor:
+        """Decoder means (n, C, H, W) in [-1, 1] at the latents z (n, z_dim); y is ignored."""
+        with eval_mode(self):
+            return self.mean(self.decode(z.to(next(self.parameters()).device)))
 
     @torch.no_grad()
     def sample(self, n: int, labels: torch.Tensor | None = None, generator=None) -> torch.Tensor:
         """n decoder means (n, C, H, W) in [-1, 1] at z ~ N(0, I) drawn from `generator`."""
-        device = next(self.parameters()).device
-        was = self.training
-        self.eval()
-        try:
-            z = torch.randn(n, self.config.z_dim, generator=generator).to(device)
-            return self.mean(self.decode(z))
-        finally:
-            self.train(was)
+        return self.generate(torch.randn(n, self.config.z_dim, generator=generator))
 
 
 @MODELS.register("vae")
