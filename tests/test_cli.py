@@ -119,3 +119,61 @@ def test_saved_config_with_an_unknown_option_is_a_usage_error():
     from genlab.models import MODELS
     with pytest.raises(UsageError, match="unknown RNNGANConfig option 'mbstd'"):
         build(MODELS["rnngan"], {"mbstd": True})
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A trained tiny MLP GAN run (2 steps) that the `sample` cases below read."""
+    import genlab
+    d = tmp_path_factory.mktemp("hostile")
+    rng = np.random.default_rng(0)
+    np.savez(d / "d.npz", images=rng.integers(0, 256, (16, 1, 28, 28), dtype=np.uint8))
+    return genlab.train("gan", preset="tiny", data="npz", data_dir=str(d / "d.npz"), out=str(d / "run"),
+                        max_steps=2, sample_every=0, quiet=True, threads=1)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--n", "0", "--out", "{t}/a.npz"], "--n must be >= 1, got 0"),
+    (["--n", "-5", "--out", "{t}/a.npz"], "--n must be >= 1, got -5"),
+    (["--n", "2.5", "--out", "{t}/a.npz"], "invalid int value"),
+    (["--n", "1000000000", "--out", "{t}/a.npz"], "GiB in memory, more than half"),
+    (["--n", "100000", "--out", "{t}/a.png"], "too many for one PNG grid"),
+    (["--batch-size", "0", "--out", "{t}/a.npz"], "--batch-size must be >= 1"),
+    (["--nrow", "0", "--out", "{t}/a.png"], "--nrow must be >= 1"),
+    (["--seed", "-1", "--out", "{t}/a.npz"], "--seed must be in 0.."),
+    (["--seed", str(2 ** 70), "--out", "{t}/a.npz"], "--seed must be in 0.."),
+    (["--label", "3", "--out", "{t}/a.npz"], "--label needs a conditional model"),
+    (["--out", "{t}/a.gif"], "--out must end in .png"),
+    (["--out", "/proc/genlab/a.npz"], "cannot write /proc/genlab/a.npz"),
+    (["--out", "{t}/file/a.npz"], "cannot write"),
+])
+def test_sample_refuses_hostile_input_in_one_line(capsys, tmp_path, tiny_run, args, match):
+    (tmp_path / "file").write_text("a file where a folder is expected")
+    one_line_error(capsys, "sample", tiny_run, *[a.replace("{t}", str(tmp_path)) for a in args], match=match)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing half-written
+
+
+@pytest.mark.parametrize("n, match", [(-1, ">= 1"), (0, ">= 1"), (2.5, "whole number"), (True, "whole number"),
+                                      ("3", "whole number"), (10 ** 9, "draw them in batches")])
+def test_api_sample_refuses_bad_counts(tiny_run, n, match):
+    import genlab
+    with pytest.raises(UsageError, match=match):
+        genlab.load(tiny_run).sample(n)
+
+
+def test_version_and_options_before_the_model(capsys, tmp_path, tiny_npz):
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0 and out.startswith("genlab ")
+    code, out, err = run_cli(capsys, "train", "--out", tmp_path / "r", "--max-steps", "1", "--data", "npz",
+                             "--data-dir", tiny_npz, "--preset", "tiny", "--threads", "1", "gan")
+    assert code == 0 and out.strip().endswith(str(tmp_path / "r")), err
+
+
+def test_relative_data_dir_resumes_from_another_directory(tmp_path, tiny_npz, monkeypatch):
+    import genlab
+    monkeypatch.chdir(tiny_npz.parent)
+    run = genlab.train("gan", preset="tiny", data="npz", data_dir=tiny_npz.name, out=str(tmp_path / "r"),
+                       max_steps=1, sample_every=0, quiet=True, threads=1)
+    monkeypatch.chdir(tmp_path)
+    genlab.train(resume=True, out=str(run), max_steps=2, quiet=True)
+    assert genlab.load(run).step == 2

@@ -134,6 +134,8 @@ def test_sigterm_and_sigint_finish_the_step_commit_and_exit_0(tiny_npz, tmp_path
     assert p.wait(timeout=120) == 0, (tmp_path / "p.err").read_text()
     assert (tmp_path / "p.out").read_text().strip().splitlines()[-1] == str(run)
     steps = [committed_step_is_last_logged(run)]
+    assert (f"genlab: interrupted at step {steps[0]}; continue with: genlab train --resume --out {run}"
+            in (tmp_path / "p.err").read_text())
 
     def interrupt():  # SIGINT to this process once the resumed run has made 3 more steps
         try:

@@ -38,6 +38,8 @@ def resolve(model: str | None, options: dict, config_file: str | None, preset: s
         cls = MODELS[model]
         t_vals, m_vals = split_keys(values, [TrainConfig, cls], config_file or "options")
         tcfg, mcfg = build(TrainConfig, t_vals), build(cls, m_vals, preset)
+        if tcfg.data_dir:  # saved absolute: --resume from another working directory finds the data
+            tcfg.data_dir = str(Path(tcfg.data_dir).expanduser().absolute())
         run = Path(tcfg.out or f"runs/{model}")
         tcfg.out = str(run)
         return model, tcfg, mcfg, run, None

@@ -4,11 +4,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from torchvision.utils import save_image
 
 from .data import to_uint8
+from .io import atomic_save_npz
 from .models.base import class_labels
 from .registry import UsageError
 
@@ -50,5 +50,5 @@ def save_npz(x: torch.Tensor, path, labels: torch.Tensor | None = None) -> Path:
     arrays = {"images": to_uint8(x).numpy()}
     if labels is not None:
         arrays["labels"] = labels.to(torch.int64).numpy()
-    np.savez(path, **arrays)
+    atomic_save_npz(path, **arrays)  # never a half-written file where a good one was
     return path

@@ -144,6 +144,9 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
     if not quiet:
         print(f"trained {name} to step {step} in {time.perf_counter() - t0:.0f} s "
               f"({skipped} steps skipped)", flush=True)
+        if stop.set:  # SIGINT/SIGTERM: the checkpoint above holds this step
+            print(f"genlab: interrupted at step {step}; continue with: genlab train --resume --out "
+                  f"{run}", file=sys.stderr, flush=True)
     return run
 
 

@@ -20,6 +20,7 @@ __all__ = ["main", "COMMANDS"]
 def parser() -> Parser:
     """The top-level parser: only the command names and their one-line help."""
     p = Parser(prog="genlab", description="Train, sample and evaluate image-generation models.")
+    p.add_argument("-V", "--version", action="store_true", help="print genlab's version")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
     for c in COMMANDS.values():
         sub.add_parser(c.name, help=c.help, add_help=False)
@@ -29,6 +30,13 @@ def parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     warnings.formatwarning = lambda msg, cat, *a, **k: f"genlab: warning: {msg}\n"  # one line
+    if argv[:1] in (["--version"], ["-V"]):
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            print(f"genlab {version('genlab')}")
+        except PackageNotFoundError:
+            print("genlab (not installed: run from a source tree)")
+        return 0
     try:
         if not argv or argv[0] not in COMMANDS:
             parser().parse_args(argv)  # --help, or the one-line error (no / unknown command)

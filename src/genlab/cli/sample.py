@@ -1,10 +1,14 @@
 """`genlab sample RUN --out FILE.png|FILE.npz`: a grid or uint8 arrays from a trained run."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..registry import UsageError
 from .base import Parser, command
+
+
+MAX_GRID = 10_000  # a 100x100 grid of 28 px images is already 3,000 px wide
 
 
 @command("sample", "draw samples from a trained run")
@@ -21,14 +25,27 @@ def sample(argv: list[str]) -> None:
     out = Path(args.out)
     if out.suffix not in (".png", ".npz"):
         raise UsageError(f"--out must end in .png (a grid) or .npz (arrays), got {args.out!r}")
-    if args.n < 1:
-        raise UsageError(f"--n must be >= 1, got {args.n}")
-    from ..run import load
+    for flag, v, lo, hi in (("--n", args.n, 1, None), ("--batch-size", args.batch_size, 1, None),
+                            ("--nrow", args.nrow, 1, None), ("--seed", args.seed, 0, 2 ** 63 - 1)):
+        if v is not None and (v < lo or (hi is not None and v > hi)):
+            raise UsageError(f"{flag} must be {'>= ' + str(lo) if hi is None else f'in {lo}..{hi}'}, got {v}")
+    if out.suffix == ".png" and args.n > MAX_GRID:
+        raise UsageError(f"--n {args.n:,} is too many for one PNG grid (at most {MAX_GRID:,}): "
+                         f"write FILE.npz instead")
+    from ..run import load, memory_bytes
     from ..sample import draw, save_grid, save_npz
     model = load(args.run)
+    need = args.n * math.prod(model.shape) * 5  # float32 samples + their uint8 copy
+    if memory_bytes() and need > memory_bytes() // 2:
+        raise UsageError(f"--n {args.n:,} samples need ~{need / 2**30:,.1f} GiB in memory, more than half "
+                         f"of this machine's {memory_bytes() / 2**30:.0f} GiB: draw fewer per call "
+                         f"(several --seed values)")
     x, labels = draw(model, args.n, args.seed, args.label, args.batch_size)
-    if out.suffix == ".png":
-        save_grid(x, out, args.nrow, labels)
-    else:
-        save_npz(x, out, labels)
+    try:
+        if out.suffix == ".png":
+            save_grid(x, out, args.nrow, labels)
+        else:
+            save_npz(x, out, labels)
+    except OSError as e:
+        raise UsageError(f"cannot write {out}: {e.strerror or e}; choose another --out") from None
     print(out)

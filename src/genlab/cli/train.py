@@ -23,9 +23,10 @@ def train_parser(model: str | None) -> Parser:
 @command("train", "train a model (genlab train MODEL --help)")
 def train(argv: list[str]) -> None:
     from ..train import train
-    model = next((a for a in argv if not a.startswith("-")), None)
-    if model is None or model in ("-h", "--help"):
+    if not argv or argv[0] in ("-h", "--help"):
         train_parser(None).parse_args(argv)  # prints help, or the one-line error
+    # the model may follow run options (`train --out X dcgan`): parse those first to find it
+    model = train_parser(None).parse_known_args(argv)[0].model
     args = vars(train_parser(model).parse_args(argv))
     run = train(args.pop("model"), resume=args.pop("resume"), overwrite=args.pop("overwrite"),
                 config_file=args.pop("config_file"), preset=args.pop("preset"), **args)

@@ -3,6 +3,8 @@ sampling, class labels for conditional samples, and the projection discriminator
 Model files import these from here (not from the package, whose __init__ imports them)."""
 from __future__ import annotations
 
+import math
+import numbers
 from contextlib import contextmanager
 
 import torch
@@ -37,6 +39,23 @@ def eval_mode(module: nn.Module):
         yield module
     finally:
         module.train(was)
+
+
+MAX_SAMPLE_BYTES = 2 * 2 ** 30  # one sample() call holds its images as float32
+
+
+def check_count(n, shape) -> int:
+    """n for `sample(n)`: a whole number >= 1 whose float32 images fit in MAX_SAMPLE_BYTES (larger
+    draws go in batches: genlab.sample.draw)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise UsageError(f"the number of samples must be a whole number, got {n!r}")
+    if n < 1:
+        raise UsageError(f"the number of samples must be >= 1, got {n}")
+    need = int(n) * math.prod(shape) * 4
+    if need > MAX_SAMPLE_BYTES:
+        raise UsageError(f"{n:,} samples of {tuple(shape)} take {need / 2**30:.1f} GiB in one call (at most "
+                         f"{MAX_SAMPLE_BYTES / 2**30:.0f}): draw them in batches (genlab.sample.draw)")
+    return int(n)
 
 
 def class_labels(n: int, k: int, labels=None, what: str = "labels") -> torch.Tensor:

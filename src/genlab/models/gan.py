@@ -24,7 +24,7 @@ from ..config import opt
 from ..guard import update
 from ..losses import LOSSES, gradient_penalty
 from ..precision import Precision
-from .base import MODELS, adam, class_labels, eval_mode
+from .base import MODELS, adam, check_count, class_labels, eval_mode
 
 
 @dataclass
@@ -155,7 +155,7 @@ class GAN(Precision, nn.Module):
     def sample(self, n: int, labels: torch.Tensor | None = None, generator=None) -> torch.Tensor:
         """n images (n, C, H, W) in [-1, 1] at z ~ N(0, I) drawn from `generator` (generate(z, labels));
         conditional models: class i % K unless `labels` are given."""
-        return self.generate(self.noise(n, generator), labels)
+        return self.generate(self.noise(check_count(n, self.shape), generator), labels)
 
 
 # ---------------------------------------------------------------- the article's MLP networks

@@ -37,7 +37,7 @@ from ..config import opt
 from ..guard import update
 from ..registry import UsageError
 from ..precision import Precision
-from .base import MODELS, adam, eval_mode
+from .base import MODELS, adam, check_count, eval_mode
 from .dcgan import start_size
 
 HALF_BIN = 1 / 255  # half the spacing of the grey levels k / 127.5 - 1 in [-1, 1]
@@ -206,7 +206,7 @@ class VAE(Precision, nn.Module):
     @torch.no_grad()
     def sample(self, n: int, labels: torch.Tensor | None = None, generator=None) -> torch.Tensor:
         """n decoder means (n, C, H, W) in [-1, 1] at z ~ N(0, I) drawn from `generator`."""
-        return self.generate(torch.randn(n, self.config.z_dim, generator=generator))
+        return self.generate(torch.randn(check_count(n, self.shape), self.config.z_dim, generator=generator))
 
 
 @MODELS.register("vae")
