@@ -30,6 +30,9 @@ half of the step); cheaper variants did not win at equal time (lsgan 1e-3 unless
 (1.4x the steps/s) 0.69 at 3,500 steps, G ending in its transposed conv instead of a 3x3 conv (1.5x)
 0.68 at 4,000, batch 16 with hinge 1e-3 (2.1x) 0.70 at 4,000-5,000, all ~ ngf 32 batch 32 at 2,500.
 Sampling from G instead of G_ema: 0.71 vs 0.71 (hinge, 3,000 steps), 0.69 vs 0.69 (lsgan, 2,500).
+With native bf16 (1 thread) the same recipe scores 0.49 / 0.66 / 0.70 / 0.72 / 0.74 / 0.75 at
+1,000 / 2,000 / 3,000 / 4,000 / 5,000 / 6,000 steps, 10/10 classes throughout: stable for the longer
+runs a fast-bf16 CPU makes in 120 s, and above the old recipe (0.64 at 4,000, 0.71 at 11,440; README).
 """
 from __future__ import annotations
 
