@@ -25,7 +25,7 @@ import genlab
 from genlab import precision as prec
 from genlab.config import build
 from genlab.data import load_data, to_float
-from genlab.models import MODELS
+from genlab.models import MODELS, Autoencoder
 from genlab.sysinfo import gemm_gflops
 
 WARMUP = 20
@@ -36,7 +36,7 @@ def plain_step(net, images, labels, gen, ac):
     c, opt = net.config, net.plain_opts
     idx = torch.randint(len(images), (c.batch_size,), generator=gen)
     x, y = to_float(images[idx]), labels[idx]
-    if not hasattr(net, "G"):  # VAE: -ELBO = recon + KL, one reparameterised z
+    if isinstance(net, Autoencoder):  # VAE: -ELBO = recon + KL, one reparameterised z
         recon, kl = net.terms(x, gen)
         loss = (recon + c.beta * kl).mean()
         opt["vae"].zero_grad(set_to_none=True); loss.backward(); opt["vae"].step()
