@@ -134,7 +134,7 @@ class DCGANConfig(GANConfig):
     # time-limited run (--max-seconds, `make run`) on a fast CPU is not cut short; on an AVX2 CPU in
     # fp32 ndf 32 runs ~21 steps/s on 2 threads (3,000 steps, 0.71, in ~2.5 min)
     steps: int = opt(6000, "default run length in steps (about 5 min on 2 cores in fp32 on an "
-                           "AVX2-only CPU, 1-2 min with native bf16)", min=1)
+                           "AVX2-only CPU, ~2.5 min in bf16 on a Zen 4)", min=1)
 
     presets = {"tiny": dict(ngf=4, ndf=4, z_dim=8, batch_size=8, steps=4)}
 
