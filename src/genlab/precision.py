@@ -143,27 +143,25 @@ class Precision:
                               enabled=self.autocast_dtype is not None)
 
 
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux, else platform's guess)."""
+def _cpuinfo(key: str) -> str | None:
+    """The first `key : value` of /proc/cpuinfo (Linux), else None."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(key):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else platform's guess)."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set((_cpuinfo("flags") or "").split())
 
 
 def describe() -> dict:

@@ -35,10 +35,10 @@ def sample(argv: list[str]) -> None:
     from ..run import load, memory_bytes
     from ..sample import draw, save_grid, save_npz
     model = load(args.run)
-    need = args.n * math.prod(model.shape) * 5  # float32 samples + their uint8 copy
-    if memory_bytes() and need > memory_bytes() // 2:
+    need, have = args.n * math.prod(model.shape) * 5, memory_bytes()  # float32 samples + uint8 copy
+    if have and need > have // 2:
         raise UsageError(f"--n {args.n:,} samples need ~{need / 2**30:,.1f} GiB in memory, more than half "
-                         f"of this machine's {memory_bytes() / 2**30:.0f} GiB: draw fewer per call "
+                         f"of this machine's {have / 2**30:.0f} GiB: draw fewer per call "
                          f"(several --seed values)")
     x, labels = draw(model, args.n, args.seed, args.label, args.batch_size)
     try:
