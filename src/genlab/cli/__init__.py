@@ -5,14 +5,17 @@ lists the commands without importing torch (each command imports what it needs w
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import sys
 import warnings
 
 from ..registry import UsageError
 from .base import COMMANDS, Parser
 
-for _m in ("list", "info", "train", "sample", "eval"):  # each registers its command; the help's order
-    importlib.import_module(f"{__name__}.{_m}")
+_FIRST = ("list", "info", "train", "sample", "eval")  # the help's order; the other commands follow, by name
+for _m in _FIRST + tuple(sorted({m.name for m in pkgutil.iter_modules(__path__)} - set(_FIRST)
+                                - {"base", "__main__"})):
+    importlib.import_module(f"{__name__}.{_m}")  # each registers its command
 
 __all__ = ["main", "COMMANDS"]
 
