@@ -82,10 +82,11 @@ def test_eval_npz_and_cache(capsys, tiny_npz, tmp_path, monkeypatch):
     ref = tmp_path / "ref.npz"
     x = load_data("mnist-5k").images[:400].numpy()
     np.savez(ref, images=x)
-    calls = []
-    import genlab.reference as reference  # where reference_stats loads the images
-    real_load = reference._load_reference_images
-    monkeypatch.setattr(reference, "_load_reference_images", lambda *a: calls.append(a) or real_load(*a))
+    calls = []  # feature extractions of reference images (the cache's job is to skip them)
+    import genlab.metrics as metrics
+    real_extract = metrics.extract
+    monkeypatch.setattr(metrics, "extract", lambda name, images, **o: (
+        calls.append(len(images)) if len(images) != 64 else None) or real_extract(name, images, **o))
     code, _, err = run_cli(capsys, "eval", tiny_npz, "--ref", "npz", "--data-dir", ref,
                            "--features", "mnist-cnn")
     assert code == 0, err
@@ -106,6 +107,11 @@ def test_eval_npz_and_cache(capsys, tiny_npz, tmp_path, monkeypatch):
     np.savez(ref, images=x[:300])
     run_cli(capsys, "eval", tiny_npz, "--ref", "npz", "--data-dir", ref, "--metrics", "fd",
             "--features", "mnist-cnn")
+    assert len(calls) == 2
+    # the same images under another file name share the entry: the key is the data, not the path
+    np.savez(tmp_path / "copy.npz", images=x[:300])
+    run_cli(capsys, "eval", tiny_npz, "--ref", "npz", "--data-dir", tmp_path / "copy.npz",
+            "--metrics", "fd", "--features", "mnist-cnn")
     assert len(calls) == 2
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ DATA = Registry("data source")
 ASSETS = Path(__file__).parent / "assets"
 MAX_IMAGE_SIZE = 512           # genlab's networks are built for 28-128 px
 MAX_DATA_BYTES = 8 * 2 ** 30   # data sets are held in memory as uint8
+MAX_CLASSES = 1000             # a label is an embedding row: label 10**9 would allocate gigabytes
 DEFAULT_ROOT = Path(os.environ.get("GENLAB_DATA", Path.home() / ".cache" / "genlab" / "data"))
 
 
@@ -85,6 +87,11 @@ def load_data(name: str, data_dir: str | None = None, split: str = "train",
                 **{k: v for k, v in options.items() if k in takes})
     if ds.images.dtype != torch.uint8 or ds.images.ndim != 4 or len(ds) == 0:
         raise UsageError(f"data source {name!r} returned no usable images")
+    if ds.images.shape[1] == 4:  # RGBA: genlab's models and grids are grey or RGB; alpha is dropped
+        ds.images = ds.images[:, :3].contiguous()
+    if ds.images.shape[1] not in (1, 3):
+        raise UsageError(f"data source {name!r}: images have {ds.images.shape[1]} channels; genlab "
+                         f"trains on 1 (grey), 3 (RGB) or 4 (RGBA, alpha dropped): convert the data")
     if image_size is not None and len(ds) * ds.images.shape[1] * image_size ** 2 > MAX_DATA_BYTES:
         raise UsageError(f"{len(ds):,} images at {image_size}x{image_size} take "
                          f"{len(ds) * ds.images.shape[1] * image_size ** 2 / 2**30:.1f} GiB in memory "
@@ -98,9 +105,28 @@ def _with_labels(images: np.ndarray, labels: np.ndarray | None, name: str) -> Da
     if x.ndim == 3:
         x = x[:, None]
     y = torch.full((len(x),), -1, dtype=torch.int64) if labels is None else \
-        torch.from_numpy(np.asarray(labels).astype(np.int64))
-    k = int(y.max()) + 1 if (y >= 0).any() else 0
+        torch.from_numpy(check_labels(labels, name))
+    unlabelled = int((y < 0).sum())
+    if 0 < unlabelled < len(y):  # a conditional model needs every image's class
+        warnings.warn(f"{name}: {unlabelled:,} of {len(y):,} images have no label (-1), so the data "
+                      f"counts as unlabelled (conditional models refuse it)")
+    k = int(y.max()) + 1 if not unlabelled else 0
     return Dataset(x, y, name, num_classes=k)
+
+
+def check_labels(labels, name: str) -> np.ndarray:
+    """Labels a model can use, as int64: whole numbers (bool, int, or integral floats), -1 for an
+    unlabelled image, classes 0..MAX_CLASSES-1. One-line UsageError naming the fix otherwise."""
+    y = np.asarray(labels)
+    if y.dtype.kind not in "biuf":
+        raise UsageError(f"{name} labels must be integers, got {y.dtype} values")
+    if y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all()):
+        raise UsageError(f"{name} labels must be whole numbers (class indices), got e.g. "
+                         f"{y[~(np.isfinite(y) & (y == np.round(y)))][0]}")
+    if len(y) and (y.min() < -1 or y.max() >= MAX_CLASSES):
+        raise UsageError(f"{name} labels must be class indices 0..{MAX_CLASSES - 1} (-1 = unlabelled), "
+                         f"got {y.min():g}..{y.max():g}: renumber the classes")
+    return y.astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------- IDX files
@@ -195,7 +221,7 @@ def stacked_mnist(data_dir=None, split="train", download=False, n=None, seed=0):
 @DATA.register("npz")
 def npz(data_dir=None, split="train", download=False, path=None):
     """A .npz file (given as --data-dir): key `images` uint8 (N, H, W), (N, C, H, W) or (N, H, W, C)
-    with C in {1, 3}; optional `labels` (N,). Loaded with allow_pickle=False."""
+    with C in {1, 3, 4} (alpha dropped); optional `labels` (N,), whole numbers >= -1. Loaded with allow_pickle=False."""
     p = Path(path or data_dir or "")
     if not p.is_file():
         raise UsageError(f"npz data needs --data-dir FILE.npz (got {str(p)!r})")
@@ -219,8 +245,8 @@ def read_npz(path, hint: str = "") -> tuple[np.ndarray, np.ndarray | None]:
     if x.dtype != np.uint8 or x.ndim not in (3, 4) or len(x) == 0:
         raise UsageError(f"{p}: 'images' must be non-empty uint8 (N, H, W) or (N, C, H, W), "
                          f"got {x.dtype} {x.shape}")
-    if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-        x = x.transpose(0, 3, 1, 2)
+    if x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        x = x.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
     if y is not None and (y.ndim != 1 or len(y) != len(x)):
         raise UsageError(f"{p}: {len(y)} labels for {len(x)} images")
     return x, y

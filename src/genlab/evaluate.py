@@ -19,6 +19,7 @@ set and the protocol.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -148,8 +149,11 @@ def _evaluate(source: Path, o: EvalOptions) -> dict:
             report["scores"].update(_feature_scores(feature_names, src, o))
     report["seconds"] = round(time.perf_counter() - t_start, 3)
     report["torch_threads"] = torch.get_num_threads()
-    if o.json_path:
-        report["json"] = str(atomic_write_json(o.json_path, report, durable=False))
+    if o.json_path:  # a write error keeps the scores: the report says why, the CLI prints them first
+        try:
+            report["json"] = str(atomic_write_json(o.json_path, report, durable=False))
+        except OSError as e:
+            report["json_error"] = f"cannot write {o.json_path}: {e.strerror or e}"
     return report
 
 
@@ -184,6 +188,9 @@ def _feature_scores(names: list[str], src, o: EvalOptions) -> dict:
     x, y, n = src.draw(o.n or DEFAULT_N, o.seed, o.batch_size)
     fake = extract(ref["name"], x, **options)
     fake["labels"] = None if y is None else y.numpy()
+    notes = comparability_warnings(tuple(x.shape[1:]), ref, n, fake["features"].shape[1], names)
+    for w in notes:
+        warnings.warn(w)
     ref_info = reference_info(ref)
     feat_info = {"name": ref["name"], "weights_sha256": ref["weights_sha256"], **ext.report,
                  **({"weights_file": path} if path else {})}
@@ -197,4 +204,25 @@ def _feature_scores(names: list[str], src, o: EvalOptions) -> dict:
                         "protocol": f"{ext.protocol(name, PROTOCOLS.get(name, name))}; {sampling}"}
         if name == "memorisation":
             scores[name]["train"] = reference_info(train)
+        if notes:
+            scores[name]["warnings"] = notes
     return scores
+
+
+def comparability_warnings(shape: tuple, ref: dict, n: int, dim: int, names: list[str]) -> list[str]:
+    """What makes a score hard to compare, said once: samples whose channels or size differ from the
+    reference images (the extractor converts them, so the score mixes that conversion in), and an N
+    too small for a metric (FD's covariance of `dim`-dim features is singular below N = dim and biased
+    upwards at any finite N, Chong & Forsyth 2020; PR's k=3 neighbourhoods need N > 3)."""
+    out = []
+    if tuple(ref.get("shape") or shape) != shape:
+        c, h, w = shape
+        rc, rh, rw = ref["shape"]
+        out.append(f"samples are {c}x{h}x{w} but the reference {ref['data']}/{ref['split']} is "
+                   f"{rc}x{rh}x{rw}: the extractor converts both, so the scores include that conversion")
+    if "fd" in names and n < 2 * dim:
+        out.append(f"fd from N={n:,} samples of {dim}-dim features is strongly biased (N < {2 * dim:,}); "
+                   f"compare FDs only at equal N, or use kid (unbiased)")
+    if "pr" in names and n <= 3:
+        out.append(f"pr needs more than 3 samples (k=3 neighbours), got N={n}")
+    return out

@@ -6,7 +6,7 @@
 The reference for a run's data is its test split (mnist-5k, a subset of MNIST's training images, is
 scored against the MNIST test split; npz and folder data, having no held-out split, against
 themselves). Features, class probabilities and the Gaussian statistics of a reference split are cached
-on disk per (data, split, image size, extractor, weights sha256) in $GENLAB_CACHE/ref (default
+on disk per (data, split, image size, extractor, weights sha256, the data's content) in $GENLAB_CACHE/ref (default
 ~/.cache/genlab/ref) as plain npz files (loaded with allow_pickle=False). `genlab eval` (evaluate.py)
 and the training loop's health check read them from here.
 """
@@ -21,7 +21,7 @@ from .registry import UsageError
 
 REFERENCE_DATA = {"mnist-5k": "mnist"}  # data without a test split of its own -> whose test split
 NO_TEST_SPLIT = ("npz", "folder")     # file sources: the reference is the data itself (not held out)
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: keyed by the data's content, stores the image shape
 ARRAYS = ("features", "probs", "labels", "mu", "sigma", "knn_radii_sq_k3")  # what a cache file holds
 
 
@@ -38,14 +38,21 @@ def reference_source(data: str, split: str = "test") -> tuple[str, str]:
     return (REFERENCE_DATA.get(data, data) if split == "test" else data), split
 
 
-def _fingerprint(data: str, data_dir: str | None) -> str:
-    """File sources are identified by path, size and mtime (the named data sets by their name)."""
-    if data not in NO_TEST_SPLIT or not data_dir:
-        return ""
-    p = Path(data_dir).expanduser().resolve()
-    st = p.stat() if p.exists() else None
-    key = f"{p}|{st.st_size if st else 0}|{st.st_mtime_ns if st else 0}"
-    return "-" + hashlib.sha256(key.encode()).hexdigest()[:10]
+def _data_key(data: str, src: str, split: str, data_dir: str | None, image_size) -> tuple[str, object]:
+    """(key, images or None): the cache is keyed by the data itself, so that another folder, a changed
+    file or another --data-dir never reuses statistics of different images. Image sets held in memory
+    are hashed (MNIST's test split: ~0.2 s to read, 10 ms to hash); a folder of image files, which
+    would have to be decoded, by every file's path, size and mtime instead."""
+    if src == "folder" and data_dir:
+        root = Path(data_dir).expanduser().resolve()
+        h = hashlib.sha256(str(root).encode())
+        for p in sorted(root.rglob("*")) if root.is_dir() else []:
+            if p.is_file():
+                st = p.stat()
+                h.update(f"{p.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:16], None
+    ds = _load_reference_images(data, src, split, data_dir, image_size)
+    return hashlib.sha256(ds.images.numpy().tobytes()).hexdigest()[:16], ds
 
 
 def _str(a) -> str:
@@ -72,7 +79,8 @@ def reference_stats(data: str, split: str = "test", data_dir: str | None = None,
     options, sha, _ = FEATURES[features].resolve(weights, progress)
     sha = sha or "none"
     size = f"{image_size}px" if image_size else "native"
-    path = cache_dir() / f"{src}-{sp}-{size}-{features}-{sha[:12]}{_fingerprint(src, data_dir)}.npz"
+    key, ds = _data_key(data, src, sp, data_dir, image_size) if use_cache else ("", None)
+    path = cache_dir() / f"{src}-{sp}-{size}-{features}-{sha[:12]}-{key}.npz"
     if use_cache and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as f:
@@ -80,10 +88,10 @@ def reference_stats(data: str, split: str = "test", data_dir: str | None = None,
                     return {**{k: f[k] for k in ARRAYS}, "name": _str(f["name"]),
                             "weights_sha256": sha, "data": src, "split": sp, "n": int(len(f["features"])),
                             "image_size": image_size, "images_sha256": _str(f["images_sha256"]),
-                            "cache": str(path), "cached": True}
+                            "shape": tuple(int(v) for v in f["shape"]), "cache": str(path), "cached": True}
         except (OSError, ValueError, KeyError):
             pass  # a broken or foreign cache file is recomputed and replaced
-    ds = _load_reference_images(data, src, sp, data_dir, image_size)
+    ds = ds or _load_reference_images(data, src, sp, data_dir, image_size)
     out = extract(features, ds.images, **options)
     from .metrics.fid import feature_stats
     from .metrics.pr import knn_radii_sq
@@ -92,7 +100,8 @@ def reference_stats(data: str, split: str = "test", data_dir: str | None = None,
     images_sha = hashlib.sha256(ds.images.numpy().tobytes()).hexdigest()
     arrays = {"features": out["features"], "probs": out["probs"], "labels": ds.labels.numpy(),
               "mu": mu, "sigma": sigma, "knn_radii_sq_k3": radii, "name": np.array(out["name"]), "weights_sha256": np.array(sha),
-              "images_sha256": np.array(images_sha), "version": np.array(CACHE_VERSION)}
+              "images_sha256": np.array(images_sha), "version": np.array(CACHE_VERSION),
+              "shape": np.array(ds.shape)}
     if use_cache:
         try:
             atomic_save_npz(path, **arrays)
@@ -100,7 +109,8 @@ def reference_stats(data: str, split: str = "test", data_dir: str | None = None,
             print(f"genlab: warning: cannot write the reference cache {path}: {e.strerror}", file=sys.stderr)
     return {**{k: arrays[k] for k in ARRAYS},
             "name": out["name"], "weights_sha256": sha, "data": src, "split": sp, "n": len(ds),
-            "image_size": image_size, "images_sha256": images_sha, "cache": str(path), "cached": False}
+            "image_size": image_size, "images_sha256": images_sha, "shape": tuple(ds.shape),
+            "cache": str(path), "cached": False}
 
 
 def _load_reference_images(data: str, src: str, split: str, data_dir, image_size):

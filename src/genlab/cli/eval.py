@@ -65,6 +65,8 @@ def eval_command(argv: list[str]) -> None:
                       json_path=args.json or default_json_path(source),
                       progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(format_table(report))
+    if "json_error" in report:  # the scores are on screen already: only the file is missing
+        raise UsageError(f"{report['json_error']} (the scores are printed above); choose another --json")
 
 
 def _fmt(v) -> str:
