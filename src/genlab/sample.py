@@ -13,17 +13,25 @@ from .models.base import class_labels
 from .registry import UsageError
 
 
-def draw(model, n: int, seed: int = 0, labels=None, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor | None]:
+def draw(model, n: int, seed: int = 0, labels=None, batch_size: int = 500,
+         progress: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """n samples (n, C, H, W) in [-1, 1], drawn in batches from one generator seeded with `seed`;
-    with the labels asked for (class i % K by default) for conditional models, else None."""
+    with the labels asked for (class i % K by default) for conditional models, else None.
+    `progress`: a tqdm bar on stderr when it is a terminal (long draws say how far they are)."""
+    from tqdm import tqdm
     g = torch.Generator().manual_seed(seed)
     k = model.num_classes  # models.Generator: 0 = unconditional
     if labels is not None and not k:
         raise UsageError("--label needs a conditional model (this one is unconditional)")
     if k:
         labels = class_labels(n, k, labels, "--label")
-    out = [model.sample(min(batch_size, n - i), None if labels is None else labels[i:i + batch_size],
-                        generator=g) for i in range(0, n, batch_size)]
+    out = []
+    with tqdm(total=n, unit="img", desc="sampling", leave=False,
+              disable=None if progress and n > batch_size else True) as bar:
+        for i in range(0, n, batch_size):
+            out.append(model.sample(min(batch_size, n - i), None if labels is None else labels[i:i + batch_size],
+                                    generator=g))
+            bar.update(len(out[-1]))
     return torch.cat(out), labels
 
 

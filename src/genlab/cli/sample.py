@@ -40,7 +40,7 @@ def sample(argv: list[str]) -> None:
         raise UsageError(f"--n {args.n:,} samples need ~{need / 2**30:,.1f} GiB in memory, more than half "
                          f"of this machine's {have / 2**30:.0f} GiB: draw fewer per call "
                          f"(several --seed values)")
-    x, labels = draw(model, args.n, args.seed, args.label, args.batch_size)
+    x, labels = draw(model, args.n, args.seed, args.label, args.batch_size, progress=True)
     try:
         if out.suffix == ".png":
             save_grid(x, out, args.nrow, labels)
