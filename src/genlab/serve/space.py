@@ -97,12 +97,13 @@ def shift(z: torch.Tensor, u: torch.Tensor, amounts) -> torch.Tensor:
 def _pil(x: torch.Tensor, nrow: int | None = None, scale: int = 1):
     from PIL import Image
     from torchvision.utils import make_grid
-    if len(x) > 1:
+    grey = x.shape[1] == 1
+    if len(x) > 1:  # make_grid returns 3 channels; a grey grid is kept grey (a third of the bytes)
         x = make_grid(x.float(), nrow=nrow or math.ceil(math.sqrt(len(x))), padding=2, pad_value=1.0)
     else:
         x = x[0]
     a = to_uint8(x).permute(1, 2, 0).numpy()                                            # (H, W, C)
-    img = Image.fromarray(a[..., 0] if a.shape[2] == 1 else a)
+    img = Image.fromarray(a[..., 0] if grey else a)
     return img.resize((img.width * scale, img.height * scale), Image.NEAREST) if scale > 1 else img
 
 
