@@ -39,6 +39,7 @@ def serve(argv: list[str]) -> None:
         sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((args.host, args.port))
+        sock.listen(2048)  # listening before the address is printed: an early client waits, not refused
     except OSError as e:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}; choose another "
                          f"--port (or --host)") from None

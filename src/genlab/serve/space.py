@@ -19,8 +19,10 @@ import math
 
 import numpy as np
 import torch
+from PIL import Image
 from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
+from torchvision.utils import make_grid  # imported here: its first import takes seconds
 
 from ..data import to_float, to_uint8
 from ..models import Autoencoder, Generator
@@ -94,9 +96,7 @@ def shift(z: torch.Tensor, u: torch.Tensor, amounts) -> torch.Tensor:
     return z + a @ u[:len(a)] if len(a) else z
 
 
-def _pil(x: torch.Tensor, nrow: int | None = None, scale: int = 1):
-    from PIL import Image
-    from torchvision.utils import make_grid
+def _pil(x: torch.Tensor, nrow: int | None = None, scale: int = 1) -> Image.Image:
     grey = x.shape[1] == 1
     if len(x) > 1:  # make_grid returns 3 channels; a grey grid is kept grey (a third of the bytes)
         x = make_grid(x.float(), nrow=nrow or math.ceil(math.sqrt(len(x))), padding=2, pad_value=1.0)
