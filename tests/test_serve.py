@@ -170,6 +170,22 @@ def test_training_view(clients, runs):
     steps = [json.loads(line)["step"] for line in (runs["vae"] / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in clients["vae"].get("/api/metrics").json()["rows"]] == steps
     assert clients["vae"].get("/api/metrics?rows=0").status_code == 422
+    assert m["training"] is False                              # samples.png is written after the last log
+    assert png(clients["vae"].get("/api/training-samples")).shape[0] > 28
+
+
+def test_training_state(runs, tmp_path):
+    import shutil
+    run = shutil.copytree(runs["vae"], tmp_path / "run")
+    c = TestClient(create_app(run, map_size=16), base_url=BASE)
+    assert c.get("/api/info").json()["training"] is False
+    with open(run / "metrics.jsonl", "a") as f:               # the loop logs on after samples.png
+        f.write(json.dumps({"step": 3, "loss": 1.0, "recon": 1.0, "kl": 0.0}) + "\n")
+    assert c.get("/api/info").json()["training"] is True
+    assert c.get("/api/metrics").json()["rows"][-1]["step"] == 3
+    (run / "samples.png").unlink()
+    (run / "samples").mkdir(exist_ok=True)
+    assert c.get("/api/training-samples").status_code == 404 and c.get("/api/info").status_code == 200
 
 
 def test_reloads_the_newest_checkpoint(runs, tmp_path):

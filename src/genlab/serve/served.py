@@ -84,12 +84,19 @@ class Served:
             return x, torch.full((len(x),), -1)
 
 
-def training(run: Path, within: float = 60.0) -> bool:
-    """A run is training while its metrics.jsonl keeps growing (written in the last `within` s)."""
+def training(run: Path, within: float = 900.0) -> bool:
+    """A run is training while metrics.jsonl is newer than samples.png (the loop writes samples.png
+    last, after its final log line) and was written in the last `within` s (a killed run stops
+    counting; on a loaded machine a log line can take minutes)."""
     try:
-        return time.time() - (run / "metrics.jsonl").stat().st_mtime < within
+        logged = (run / "metrics.jsonl").stat().st_mtime
     except OSError:
         return False
+    try:
+        done = (run / "samples.png").stat().st_mtime >= logged
+    except OSError:
+        done = False
+    return not done and time.time() - logged < within
 
 
 def read_metrics(run: Path, rows: int, tail: int = 4 << 20) -> list[dict]:

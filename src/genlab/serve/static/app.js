@@ -175,7 +175,7 @@ async function poll() {
   try {
     const m = await (await api("/api/metrics?rows=400")).json();
     const step = m.rows.length ? m.rows[m.rows.length - 1].step : null;
-    $("train-state").textContent = m.training ? `training… step ${step}` : step === null ? "no metrics" : `finished at step ${step}`;
+    $("train-state").textContent = m.training ? `training… step ${step} (refreshing every 3 s)` : step === null ? "no metrics" : `finished at step ${step}`;
     if (m.training) wait = 3000;
     if (step !== lastStep) {
       lastStep = step;
