@@ -209,6 +209,8 @@ def test_hostile_requests(clients, runs):
         assert r.status_code == 422 and field in r.text, (body, r.text)
     r = c.post("/api/sample", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422
+    r = c.post("/api/sample", content=b'{"shift": [NaN]}', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "shift" in r.text
     r = c.post("/api/sample", content=b"x" * (2 << 20), headers={"content-type": "application/json"})
     assert r.status_code == 413 and "limit" in r.text
     chunks = (b"[" + b"0," * 1000 for _ in range(600))                          # chunked, no length

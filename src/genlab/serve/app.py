@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,7 +32,8 @@ PNG = {"media_type": "image/png", "headers": {"Cache-Control": "no-store"}}
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt field is a 422, not silently ignored
+    # a misspelt field is a 422, not silently ignored; NaN/inf (Python's json reads them) too
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SampleIn(Strict):
@@ -68,6 +70,12 @@ def create_app(run_dir, host: str = "127.0.0.1", token: str | None = None, queue
     app = FastAPI(title="genlab serve", version="1", description=__doc__, on_shutdown=[worker.close])
     app.add_middleware(Guard, host=host, token=token, max_body=MAX_BODY, allow_hosts=allow_hosts)
     app.state.served, app.state.worker = served, worker
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, exc):  # one line per field, without echoing the input (may be NaN or 1 MB)
+        where = lambda e: ".".join(str(p) for p in e["loc"] if p not in ("body", "query")) or "body"
+        return JSONResponse({"detail": "; ".join(f"{where(e)}: {e['msg']}" for e in exc.errors()[:5])},
+                            status_code=422)
 
     async def call(fn, *args):
         def job():
