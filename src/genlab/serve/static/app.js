@@ -92,7 +92,7 @@ let map = null;
 
 function mapXY(p) {
   const [x0, x1, y0, y1] = map.box, W = $("map").width, H = $("map").height;
-  return [(p[0] - x0) / (x1 - x0) * (W - 20) + 10, H - 10 - (p[1] - y0) / (y1 - y0) * (H - 20)];
+  return [(p[0] - x0) / (x1 - x0) * (W - 20) + 10, H - 10 - (p[1] - y0) / (y1 - y0) * (H - 40)];
 }
 
 function drawMap(point) {
@@ -103,6 +103,10 @@ function drawMap(point) {
     c.fillStyle = map.labels[i] >= 0 ? COLORS[map.labels[i] % 10] : "#888";
     c.fillRect(x - 1.5, y - 1.5, 3, 3);
   });
+  if (map.labels.some((l) => l >= 0)) {        // legend: the class colours
+    c.font = "bold 12px sans-serif";
+    for (let k = 0; k < 10; k++) { c.fillStyle = COLORS[k]; c.fillText(String(k), 6 + 12 * k, 14); }
+  }
   if (point) {
     const [x, y] = mapXY(point);
     c.strokeStyle = "#000"; c.lineWidth = 3;
