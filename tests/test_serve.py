@@ -204,7 +204,7 @@ def test_reloads_the_newest_checkpoint(runs, tmp_path):
 def test_hostile_requests(clients, runs):
     c = clients["gan"]
     for body, field in (({"n": 401}, "n"), ({"n": 0}, "n"), ({"seed": -1}, "seed"), ({"scale": 9}, "scale"),
-                        ({"shift": [11.0]}, "shift"), ({"z": [[1.0] * 7]}, "z"), ({"nn": 1}, "nn")):
+                        ({"shift": [11.0]}, "shift"), ({"z": [[1.0] * 7]}, "z"), ({"z": []}, "z"), ({"nn": 1}, "nn")):
         r = c.post("/api/sample", json=body)
         assert r.status_code == 422 and field in r.text, (body, r.text)
     r = c.post("/api/sample", content=b"{not json", headers={"content-type": "application/json"})

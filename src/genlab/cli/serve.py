@@ -38,6 +38,10 @@ def serve(argv: list[str]) -> None:
     try:  # bind first, so that a port in use is a one-line error, not a uvicorn traceback
         sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # no Nagle on the accepted sockets (Linux: inherited from this one): uvicorn writes a response's
+        # head and body separately, and Nagle + the client's delayed ACK added 40 ms to every call
+        # (measured: GET /static/app.css 44 ms -> 0.8 ms)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((args.host, args.port))
         sock.listen(2048)  # listening before the address is printed: an early client waits, not refused
     except OSError as e:

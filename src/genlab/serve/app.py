@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import math
+import secrets
 from pathlib import Path
 
 import torch
@@ -40,7 +41,7 @@ class SampleIn(Strict):
     seed: int = SEED
     n: int = Field(1, ge=1, le=MAX_N)
     labels: list[int] | None = Field(None, max_length=MAX_N, description="one (all images) or n classes")
-    z: list[list[float]] | None = Field(None, max_length=MAX_N, description="n latents; overrides seed")
+    z: list[list[float]] | None = Field(None, min_length=1, max_length=MAX_N, description="n latents; overrides seed")
     shift: list[float] = Field([], max_length=64, description="amounts along /api/directions, in sd")
     nrow: int | None = Field(None, ge=1, le=MAX_N)
     scale: int = Field(1, ge=1, le=8)
@@ -87,7 +88,8 @@ def create_app(run_dir, host: str = "127.0.0.1", token: str | None = None, queue
         body = (STATIC / name).read_bytes()
         def page(request: Request, body=body, media=media):
             r = Response(body, media_type=media, headers={"Cache-Control": "no-cache"})
-            if token and request.query_params.get("token") == token:  # the page's own requests
+            given = request.query_params.get("token", "").encode()
+            if token and secrets.compare_digest(given, token.encode()):  # for the page's own calls
                 r.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
             return r
         app.add_api_route(path, page, methods=["GET"], include_in_schema=False, response_class=HTMLResponse)
