@@ -306,3 +306,13 @@ def test_burst_against_a_real_server(runs):
     finally:
         p.terminate()
         p.wait(10)
+
+
+def test_the_page_is_served_locally(clients):
+    """No CDN, no build step: the page's three files reference nothing outside this server."""
+    c = clients["gan"]
+    for path in ("/", "/static/app.js", "/static/app.css"):
+        text = c.get(path).text
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text, re.I), path
+    html = c.get("/").text
+    assert 'src="/static/app.js"' in html and 'href="/static/app.css"' in html
