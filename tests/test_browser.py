@@ -23,6 +23,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not os.path.exists(CHROMIUM),
 SHOTS = Path(os.environ.get("GENLAB_SCREENSHOTS", "/work/serve-out"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def cache(tmp_path_factory):
+    """$GENLAB_CACHE in a tmp folder (the servers inherit it: the VAE's latent map is cached there)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GENLAB_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
     """Tiny runs: gan and vae 2 steps; cgan 20 (at 2 steps its DCGAN-initialised G still draws the

@@ -28,6 +28,15 @@ FAMILIES = ("gan", "dcgan", "cgan", "rnngan", "vae")
 BASE = "http://127.0.0.1:8000"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def cache(tmp_path_factory):
+    """$GENLAB_CACHE in a tmp folder (the VAE's latent map is cached there), for servers started too."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GENLAB_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield Path(os.environ["GENLAB_CACHE"])
+    mp.undo()
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
     """A 2-step tiny run of every family, on 64 labelled images made here (as conftest's tiny_npz)."""
@@ -147,10 +156,14 @@ def test_interpolate(clients):
     assert c.post("/api/interpolate", json={"steps": 65}).status_code == 422
 
 
-def test_vae_canvas_and_map(clients, runs):
+def test_vae_canvas_and_map(clients, runs, cache):
     c = clients["vae"]
     m = c.get("/api/latent-map").json()
     assert len(m["points"]) == len(m["labels"]) == 64 and set(m["labels"]) == set(range(10))
+    cached = list((cache / "serve").glob("map-*-64.npz"))
+    assert len(cached) == 1                                     # computed once per checkpoint, kept
+    again = TestClient(create_app(runs["vae"], map_size=64), base_url=BASE).get("/api/latent-map").json()
+    assert again == m and list((cache / "serve").glob("map-*")) == cached
     digit = np.zeros((28, 28), int)
     digit[6:22, 12:16] = 255                                    # a drawn "1"
     r = c.post("/api/reconstruct", json={"pixels": digit.ravel().tolist()}).json()
