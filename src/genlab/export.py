@@ -20,8 +20,8 @@ LSTM state included. Strict mode traces len(z) symbolically, and all five famili
 dynamic batch.
 
 Traps handled: spectral norm (Miyato et al. 2018) is a parametrization recomputing W / sigma(W) from
-u, v; the copy exported holds the effective weight (removed with leave_parametrized=True, in eval
-mode, where no power iteration runs); BatchNorm runs with its running statistics (eval mode).
+u, v; the copy exported holds the effective weight W / sigma(W), computed once in eval mode (where no
+power iteration runs); BatchNorm runs with its running statistics (eval mode).
 
 Verification: `CHECK_N` random inputs (z ~ N(0, I), labels uniform over the classes, images uniform
 in [-1, 1]) in batches of CHECK_BATCHES (1 and 7 test the dynamic batch), run by onnxruntime's
@@ -84,9 +84,20 @@ def fp32_copy(model: nn.Module) -> nn.Module:
         net.autocast_dtype = None
     for m in net.modules():
         if torch.nn.utils.parametrize.is_parametrized(m):
-            for name in list(m.parametrizations):
-                torch.nn.utils.parametrize.remove_parametrizations(m, name, leave_parametrized=True)
+            _materialise(m)
     return net.requires_grad_(False)
+
+
+def _materialise(m: nn.Module) -> None:
+    """Turn a parametrized module (eval mode) back into its plain class holding the computed tensors.
+    Not parametrize.remove_parametrizations: it deletes the property from the generated class
+    (ParametrizedLinear, ...), which a deepcopy shares with the original model, breaking the original."""
+    with torch.no_grad():
+        tensors = {name: getattr(m, name).detach().clone() for name in m.parametrizations}
+    m.__class__ = type(m).__bases__[0]       # the generated class derives from the original one
+    del m._modules["parametrizations"]
+    for name, t in tensors.items():
+        m.register_parameter(name, nn.Parameter(t, requires_grad=False))
 
 
 def _graphs(net, shape) -> list[dict]:
