@@ -8,12 +8,13 @@ and the single image (n=1) the median and the fastest of `--reps` timed calls af
 
 The networks are the default recipes (latency does not depend on the weights), or a trained run
 (`--run DIR`, one model). Eager is `model.generate(z, y)` as `genlab sample` runs it (at the precision
-the run resolves, `auto` for the default recipes: bf16 where native, else fp32); torch.compile compiles the same call (inductor, dynamic=False:
+the run resolves, `auto` for the default recipes: bf16 where native, else fp32; then `eager-fp32`, the
+fp32 copy onnxruntime's graph is made from); torch.compile compiles the same call (inductor, dynamic=False:
 one graph per batch size, both warmed up; compile time reported); onnxruntime runs the fp32 graph
 with intra-op threads = --threads. z is drawn outside the timed call in all three.
 
     python benchmarks/bench_serve.py [--models dcgan] [--threads 1,2] [--reps 30] [--run RUN]
-    python benchmarks/bench_serve.py --models gan,dcgan,cgan,rnngan,vae --paths eager,onnxruntime
+    python benchmarks/bench_serve.py --models gan,dcgan,cgan,rnngan,vae --paths eager,eager-fp32,onnxruntime
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import torch
 import genlab
 from genlab import precision as prec
 from genlab.config import build
-from genlab.export import export_onnx
+from genlab.export import export_onnx, fp32_copy
 from genlab.models import MODELS
 
 from _timing import timed
@@ -69,6 +70,13 @@ def paths(model, onnx_path, threads: int, wanted: list[str]):
             a = inputs(model, n)
             return lambda: model.generate(*a)
         out["eager"] = (0.0, eager)
+    if "eager-fp32" in wanted and model.autocast_dtype is not None:  # same precision as onnxruntime's
+        net = fp32_copy(model)
+
+        def eager_fp32(n):
+            a = inputs(net, n)
+            return lambda: net.generate(*a)
+        out["eager-fp32"] = (0.0, eager_fp32)
     if "compile" in wanted:
         torch._dynamo.reset()
         f = torch.compile(model.generate, dynamic=False)
@@ -100,7 +108,7 @@ def main():
     ap.add_argument("--models", default="dcgan")
     ap.add_argument("--run", help="a trained run folder instead of the default recipe (one model)")
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--paths", default="eager,compile,onnxruntime")
+    ap.add_argument("--paths", default="eager,eager-fp32,compile,onnxruntime")
     ap.add_argument("--reps", type=int, default=30)
     args = ap.parse_args()
     machine = prec.describe()
@@ -117,8 +125,8 @@ def main():
                 for path, (setup_s, make) in paths(model, os.path.join(d, "generate.onnx"), threads,
                                                    wanted).items():
                     line = {"bench": "serve", "model": name, "path": path, "threads": threads,
-                            "precision": "fp32" if path == "onnxruntime" or not model.autocast_dtype
-                            else "bf16", "reps": args.reps, "setup_s": round(setup_s, 2)}
+                            "precision": "bf16" if path in ("eager", "compile") and model.autocast_dtype
+                            else "fp32", "reps": args.reps, "setup_s": round(setup_s, 2)}
                     for what, n in SIZES.items():
                         med, best = time_ms(make(n), args.reps)
                         line[f"{what}_ms"], line[f"{what}_ms_min"] = round(med, 3), round(best, 3)
