@@ -3,7 +3,8 @@ and a single image, PyTorch eager vs torch.compile vs onnxruntime (the graph `ge
 
 One JSON line per (model, path, threads) with the CPU, ISA, threads, precision, the machine's load
 average when measured (the figure is wall-clock: re-run on an idle machine), and for the grid (n=100)
-and the single image (n=1) the median and the fastest of `--reps` timed calls after warm-up, in ms;
+and the single image (n=1) the median and the fastest of `--reps` timed calls after warm-up, in ms, and
+the median process CPU time per call (`*_cpu_ms`: at 1 thread, about the idle wall time);
 `grid_meets_target`: the 100-image grid in <= TARGET_MS (the page's budget on 2 cores).
 
 The networks are the default recipes (latency does not depend on the weights), or a trained run
@@ -54,12 +55,18 @@ def inputs(model, n: int):
     return z, y
 
 
-def time_ms(fn, reps: int) -> tuple[float, float]:
-    """(median, min) wall-clock ms of fn() over `reps` calls after WARMUP untimed ones."""
+def time_ms(fn, reps: int) -> tuple[float, float, float]:
+    """(median wall ms, fastest wall ms, median process-CPU ms) of fn() over `reps` calls after WARMUP
+    untimed ones. On a loaded machine at 1 thread the CPU time is close to the idle wall time (the
+    wait for a core is not counted); at 2 threads it sums both threads' work."""
     for _ in range(WARMUP):
         fn()
-    ts = [timed(fn)[1] * 1e3 for _ in range(reps)]
-    return statistics.median(ts), min(ts)
+    wall, cpu = [], []
+    for _ in range(reps):
+        c = time.process_time()
+        wall.append(timed(fn)[1] * 1e3)
+        cpu.append((time.process_time() - c) * 1e3)
+    return statistics.median(wall), min(wall), statistics.median(cpu)
 
 
 def paths(model, onnx_path, threads: int, wanted: list[str]):
@@ -128,8 +135,9 @@ def main():
                             "precision": "bf16" if path in ("eager", "compile") and model.autocast_dtype
                             else "fp32", "reps": args.reps, "setup_s": round(setup_s, 2)}
                     for what, n in SIZES.items():
-                        med, best = time_ms(make(n), args.reps)
-                        line[f"{what}_ms"], line[f"{what}_ms_min"] = round(med, 3), round(best, 3)
+                        med, best, cpu = time_ms(make(n), args.reps)
+                        line.update({f"{what}_ms": round(med, 3), f"{what}_ms_min": round(best, 3),
+                                     f"{what}_cpu_ms": round(cpu, 3)})
                     line["grid_meets_target"] = line["grid_ms"] <= TARGET_MS
                     line.update(target_ms=TARGET_MS, load_avg_1min=round(os.getloadavg()[0], 2),
                                 cpu=machine["cpu"], isa=machine["isa"], cores=machine["cores"],

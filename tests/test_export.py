@@ -140,11 +140,13 @@ def test_a_graph_that_differs_from_pytorch_is_refused(exports):
 def test_export_command(runs, tmp_path, capsys):
     """The command as a user meets it: a subprocess, then the refusals (one line, exit 2)."""
     out = tmp_path / "onnx"
+    out.mkdir()
+    (out / "encode.onnx").write_bytes(b"stale")   # as if a VAE had been exported here before
     p = subprocess.run([sys.executable, "-m", "genlab.cli", "export", str(runs["cgan"]), "--format",
-                        "onnx", "--out", str(out)], capture_output=True, text=True)
+                        "onnx", "--out", str(out), "--overwrite"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip().splitlines()[-1] == str(out / "export.json")
-    assert sorted(f.name for f in out.iterdir()) == ["export.json", "generate.onnx"]
+    assert sorted(f.name for f in out.iterdir()) == ["export.json", "generate.onnx"]  # stale one gone
     assert json.loads((out / "export.json").read_text())["model"] == "cgan"
     before = (out / "generate.onnx").read_bytes()
     one_line_error(capsys, "export", runs["cgan"], "--out", out, match="--overwrite")
@@ -157,13 +159,6 @@ def test_export_command(runs, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     one_line_error(capsys, "export", runs["cgan"], "--out", tmp_path / "file", match="is a file")
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
-
-
-def test_overwrite_replaces_an_export_and_drops_stale_files(exports, tmp_path):
-    model, d, _ = exports["gan"]
-    (tmp_path / "encode.onnx").write_bytes(b"stale")      # as if a VAE was exported here before
-    export_onnx(model, tmp_path)
-    assert sorted(f.name for f in tmp_path.iterdir()) == ["export.json", "generate.onnx"]
 
 
 @pytest.mark.slow
