@@ -41,6 +41,7 @@ import torch.nn as nn
 
 from .io import atomic_write_bytes, atomic_write_json, sha256_file
 from .models import Autoencoder, Generator, Loaded
+from .precision import Precision
 from .registry import UsageError
 
 OPSET = 18
@@ -80,11 +81,10 @@ def fp32_copy(model: nn.Module) -> nn.Module:
     weight it computes; the model given is left as it was."""
     net = copy.deepcopy(model).cpu().float().eval()
     net = net.to(memory_format=torch.contiguous_format)
-    if hasattr(net, "autocast_dtype"):       # precision.Precision: None = no autocast, fp32
+    if isinstance(net, Precision):           # autocast_dtype None: no autocast, fp32
         net.autocast_dtype = None
-    for m in net.modules():
-        if torch.nn.utils.parametrize.is_parametrized(m):
-            _materialise(m)
+    for m in [m for m in net.modules() if torch.nn.utils.parametrize.is_parametrized(m)]:
+        _materialise(m)
     return net.requires_grad_(False)
 
 
