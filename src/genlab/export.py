@@ -195,9 +195,9 @@ def export_onnx(model: nn.Module, out_dir, opset: int = OPSET, seed: int = 0) ->
     loaded = isinstance(model, Loaded)
     info = {
         "model": model.name if loaded else type(model).__name__,
-        "run": str(model.run_dir) if loaded else None,
+        "run": str(Path(model.run_dir).resolve()) if loaded else None,
         "step": model.step if loaded else None,
-        "checkpoint": str(model.checkpoint) if loaded else None,
+        "checkpoint": str(Path(model.checkpoint).resolve()) if loaded else None,
         "checkpoint_sha256": sha256_file(Path(model.checkpoint) / "model.safetensors") if loaded else None,
         "run_precision": (model.train_config.get("precision") if loaded else None),
         "precision": "fp32",
