@@ -157,11 +157,12 @@ def test_export_command(runs, tmp_path, capsys):
     one_line_error(capsys, "export", runs["cgan"], "--format", "tflite", "--out", tmp_path / "a",
                    match="--format must be one of onnx")
     one_line_error(capsys, "export", tmp_path / "nowhere", "--out", tmp_path / "b", match="not a run folder")
+    one_line_error(capsys, "export", runs["cgan"], "--seed", "-1", "--out", tmp_path / "d", match="--seed must be")
     (tmp_path / "empty").mkdir()
     one_line_error(capsys, "export", tmp_path / "empty", "--out", tmp_path / "c", match="no checkpoint")
     (tmp_path / "file").write_text("x")
     one_line_error(capsys, "export", runs["cgan"], "--out", tmp_path / "file", match="is a file")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+    assert not any((tmp_path / d).exists() for d in "abcd")
 
 
 @pytest.mark.slow

@@ -30,8 +30,8 @@ def export(argv: list[str]) -> None:
     if not Path(args.run).is_dir():
         raise UsageError(f"{args.run} is not a run folder (no such folder); pass the --out of a "
                          f"`genlab train` run")
-    if args.seed < 0:
-        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    if not 0 <= args.seed < 2 ** 63:
+        raise UsageError(f"--seed must be in 0..{2 ** 63 - 1}, got {args.seed}")
     from ..export import export_onnx
     from ..run import load
     model = load(args.run)

@@ -63,7 +63,7 @@ def class_labels(n: int, k: int, labels=None, what: str = "labels") -> torch.Ten
     `labels` (one label, or n) broadcast to n; a one-line error unless all are in 0..k-1."""
     labels = torch.arange(n) % k if labels is None else torch.as_tensor(labels).expand(n).clone()
     # not while torch.export/torch.compile trace generate(z, y) (export.py): a branch on tensor data
-    # cannot be traced; the exported graph's label lookup (ONNX Gather) has its own bounds
+    # cannot be traced; a compiled or exported generate leaves the label check to its caller
     if not torch.compiler.is_compiling() and (labels.min() < 0 or labels.max() >= k):
         raise UsageError(f"{what} must be in 0..{k - 1}")
     return labels
