@@ -62,7 +62,9 @@ def class_labels(n: int, k: int, labels=None, what: str = "labels") -> torch.Ten
     """Labels of n conditional samples: class i % k by default (the rule `genlab sample` uses), else
     `labels` (one label, or n) broadcast to n; a one-line error unless all are in 0..k-1."""
     labels = torch.arange(n) % k if labels is None else torch.as_tensor(labels).expand(n).clone()
-    if labels.min() < 0 or labels.max() >= k:
+    # not while torch.export/torch.compile trace generate(z, y) (export.py): a branch on tensor data
+    # cannot be traced; a compiled or exported generate leaves the label check to its caller
+    if not torch.compiler.is_compiling() and (labels.min() < 0 or labels.max() >= k):
         raise UsageError(f"{what} must be in 0..{k - 1}")
     return labels
 
