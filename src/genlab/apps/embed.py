@@ -30,6 +30,7 @@ METHODS = ("pca", "tsne")
 MAX_POINTS = 20_000
 MAX_TSNE = 10_000       # t-SNE is O(n log n) per iteration but ~1 min per 5,000 points on one core
 TSNE_PCA_DIMS = 50
+MANIFOLD_Q = 0.05       # the decoded grid spans Phi^-1(0.05..0.95) = +-1.64 in each latent (K&W fig. 4)
 
 
 @dataclass
@@ -113,7 +114,7 @@ def knn_accuracy(x: np.ndarray, y: np.ndarray, k: int = 5, folds: int = 5, seed:
 
 
 @torch.no_grad()
-def manifold(model, n: int = 20, q: float = 0.05) -> torch.Tensor:
+def manifold(model, n: int = 20, q: float = MANIFOLD_Q) -> torch.Tensor:
     """A 2-D latent space decoded on an n x n grid: z_i = Phi^-1 of n evenly spaced values in
     [q, 1 - q] (Kingma & Welling 2014, fig. 4); row r has z2 from high to low (top to bottom), column
     c has z1 from low to high, as in the scatter. -> (n * n, C, H, W) in [-1, 1]."""
@@ -130,6 +131,7 @@ def plot_map(m: LatentMap, path, title: str = "", grid: torch.Tensor | None = No
     manifold beside it; PNG written atomically."""
     import matplotlib
     matplotlib.use("Agg")
+    import matplotlib.patches
     import matplotlib.pyplot as plt
     from torchvision.utils import make_grid
     fig, axes = plt.subplots(1, 2 if grid is not None else 1, figsize=(13 if grid is not None else 7, 6.2),
@@ -152,12 +154,16 @@ def plot_map(m: LatentMap, path, title: str = "", grid: torch.Tensor | None = No
         sub += f"; 5-NN accuracy in 2-D {knn:.3f}"
     ax.set_title(f"{title}\n{sub}" if title else sub, fontsize=9)
     if grid is not None:
+        r = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(1 - MANIFOLD_Q)))
+        ax.add_patch(matplotlib.patches.Rectangle((-r, -r), 2 * r, 2 * r, fill=False, ls="--", lw=1,
+                                                  ec="k", label="decoded grid"))
         n = int(round(len(grid) ** 0.5))
         g = make_grid(grid.float(), nrow=n, padding=0, normalize=True, value_range=(-1, 1))
         axes[0, 1].imshow(g.permute(1, 2, 0).numpy(), interpolation="nearest")
         axes[0, 1].set_axis_off()
-        axes[0, 1].set_title(f"decoder means on a {n}x{n} grid of z (inverse Gaussian CDF of 0.05..0.95)",
-                             fontsize=9)
+        axes[0, 1].set_title(f"decoder means on a {n}x{n} grid of z in [-{r:.2f}, {r:.2f}]^2 (dashed square;\n"
+                             f"Gaussian quantiles {MANIFOLD_Q:g}..{1 - MANIFOLD_Q:g}), z1 left to right, z2 "
+                             f"bottom to top", fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
