@@ -12,7 +12,8 @@ One JSON line per measurement, each with the CPU, threads and the run's precisio
   * "between" (autoencoder runs): walks between `rows` random pairs of test images of different
     classes (walk_between), slerp and lerp;
   * "map": apps.embed.embed of `--n` test images (PCA), the 5-NN class accuracy of the 2-D coordinates
-    and of the full features (5-fold CV; apps.embed.knn_accuracy), the explained variance, seconds.
+    and of the full features (5-fold CV; apps.embed.knn_accuracy), the explained variance, seconds;
+    first the same for the raw pixels of those images (run "pixels"), the baseline a map must beat.
 
     python benchmarks/bench_walk.py --runs /work/runs/dcgan,/work/runs/cgan,/work/runs/vae \\
         --data-dir ../shared/data/mnist [--rows 64] [--steps 16] [--n 5000] [--threads 1] [--seed 0]
@@ -44,6 +45,13 @@ def read(net, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return conf.reshape(frames.shape[:-3]), top.reshape(frames.shape[:-3])
 
 
+def walks(model, steps: int, rows: int, path: str, seed: int) -> torch.Tensor:
+    """`rows` random walks (more than ip.MAX_ROWS in chunks, one generator) -> (steps, rows, C, H, W)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([ip.walk_random(model, steps, min(ip.MAX_ROWS, rows - r), path, g).frames
+                      for r in range(0, rows, ip.MAX_ROWS)], 1)
+
+
 def main():
     a = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     a.add_argument("--runs", required=True, help="comma-separated run folders (MNIST runs)")
@@ -59,19 +67,27 @@ def main():
     test = load_data("mnist", args.data_dir, "test")
     t = torch.linspace(0, 1, args.steps)
     mid = (t >= 0.25) & (t <= 0.75)
+    idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[:args.n]
+    # the baseline a map must beat: the same k-NN on the raw pixels (and their top-2 PCs)
+    px = to_float(test.images[idx]).flatten(1).numpy()
+    xy, ev = em.project(px, "pca", args.seed)
+    y = test.labels[idx].numpy()
+    print(json.dumps({"cpu": prec.cpu_name(), "threads": args.threads, "kind": "map", "run": "pixels",
+                      "n": len(idx), "dim": px.shape[1], "method": "pca", "explained": [round(float(v), 4) for v in ev],
+                      "knn5_2d": round(em.knn_accuracy(xy, y), 4), "knn5_full": round(em.knn_accuracy(px, y), 4)}),
+          flush=True)
     for run in args.runs.split(","):
         model = genlab.load(run)
         base = {"cpu": prec.cpu_name(), "threads": args.threads, "run": run, "model": model.name,
-                "step": model.step, "precision": model.train_config.get("precision"),
+                "step": model.step, "precision": model.train_config.get("precision"), "autocast": str(model.autocast_dtype),
                 "rows": args.rows, "steps": args.steps, "seed": args.seed}
         for path in ("slerp", "lerp"):
-            w, s = timed(lambda: ip.walk_random(model, args.steps, args.rows, path,
-                                                torch.Generator().manual_seed(args.seed)))
-            conf, top = read(net, w.frames)                               # (steps, rows)
+            frames, s = timed(lambda: walks(model, args.steps, args.rows, path, args.seed))
+            conf, top = read(net, frames)                                 # (steps, rows)
             line = {**base, "kind": "walk", "path": path, "confident": round((conf > 0.9).float().mean().item(), 4),
                     "confident_mid": round((conf[mid] > 0.9).float().mean().item(), 4), "seconds": round(s, 2)}
             if model.num_classes:
-                asked = torch.arange(args.rows) % model.num_classes
+                asked = torch.arange(args.rows) % ip.MAX_ROWS % model.num_classes   # row r of each chunk: r % K
                 line["asked"] = round((top == asked).float().mean().item(), 4)
             print(json.dumps(line), flush=True)
         if model.num_classes and isinstance(model, SoftLabels):
@@ -98,7 +114,7 @@ def main():
             g = torch.Generator().manual_seed(args.seed)
             i = torch.randperm(len(test), generator=g)[:4 * args.rows]
             j = torch.randperm(len(test), generator=g)[:4 * args.rows]
-            keep = (test.labels[i] != test.labels[j]).nonzero().flatten()[:args.rows]
+            keep = (test.labels[i] != test.labels[j]).nonzero().flatten()[:min(args.rows, ip.MAX_ROWS)]
             x0, x1 = to_float(test.images[i[keep]]), to_float(test.images[j[keep]])
             for path in ("slerp", "lerp"):
                 w = ip.walk_between(model, x0, x1, args.steps, path)
@@ -106,7 +122,6 @@ def main():
                 print(json.dumps({**base, "kind": "between", "path": path, "rows": len(keep),
                                   "confident": round((conf > 0.9).float().mean().item(), 4),
                                   "confident_mid": round((conf[mid] > 0.9).float().mean().item(), 4)}), flush=True)
-        idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[:args.n]
         m, s = timed(lambda: em.embed(model, test.images[idx], test.labels[idx], "pca", args.seed))
         print(json.dumps({**base, "kind": "map", "n": len(idx), "source": m.source, "dim": m.features.shape[1],
                           "method": m.method, "explained": None if m.explained is None else

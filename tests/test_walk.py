@@ -221,6 +221,7 @@ def test_interpolate_is_deterministic_with_a_seed(capsys, runs, tmp_path):
     ("vae", ["--between", "{npz}", "--index", "a"], "--index must be two image numbers"),
     ("vae", ["--between", "{t}/none.npz"], "no such file"),
     ("vae", ["--index", "0,1"], "give --between too"),
+    ("vae", ["--between", "{npz}", "--rows", "2"], "drop --rows"),
     ("vae", ["--steps", "1000"], "--steps must be in 2..128"),
     ("vae", ["--rows", "0"], "--rows must be in 1..32"),
     ("vae", ["--slerp", "--lerp"], "not allowed with argument"),

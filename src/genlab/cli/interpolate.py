@@ -3,6 +3,7 @@ random latents, from one class to another (--from-class A --to-class B, conditio
 two real images through the encoder (--between FILE.npz --index i,j, autoencoder runs)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..registry import UsageError
@@ -24,7 +25,8 @@ def interpolate(argv: list[str]) -> None:
     s.add_argument("--out", required=True, help="FILE.gif (animated, one frame per step) or FILE.png "
                                                 "(a grid: rows = walks, columns = steps)")
     s.add_argument("--steps", type=int, default=16, help="frames per walk (2..128, default 16)")
-    s.add_argument("--rows", type=int, default=1, help="independent walks side by side (1..32, default 1)")
+    s.add_argument("--rows", type=int, help="independent walks side by side (1..32, default 1; not with "
+                                            "--between, which walks one pair)")
     path = s.add_mutually_exclusive_group()
     path.add_argument("--slerp", dest="path", action="store_const", const="slerp",
                       help="spherical path (default; White 2016)")
@@ -44,29 +46,34 @@ def interpolate(argv: list[str]) -> None:
         raise UsageError("--from-class and --to-class go together: give both")
     if args.from_class is not None and args.between:
         raise UsageError("--from-class/--to-class and --between are two different walks: choose one")
+    if args.rows is not None and args.between:
+        raise UsageError("--between walks one pair of images (--index i,j): drop --rows")
     if args.index and not args.between:
         raise UsageError("--index picks the images of --between FILE.npz: give --between too")
     if not 0 <= args.seed < 2 ** 63:
         raise UsageError(f"--seed must be in 0..2**63-1, got {args.seed}")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
-    walk_path = args.path or "slerp"
+    walk_path, rows = args.path or "slerp", 1 if args.rows is None else args.rows
 
     import torch
     from ..apps import interpolate as ip
     from ..run import load
-    ip.check_walk(args.steps, args.rows)          # before the run is loaded: bad numbers fail fast
+    ip.check_walk(args.steps, rows)          # before the run is loaded: bad numbers fail fast
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load(args.run)
     g = torch.Generator().manual_seed(args.seed)
     if args.from_class is not None:
-        walk = ip.walk_classes(model, args.from_class, args.to_class, args.steps, args.rows, g)
+        walk = ip.walk_classes(model, args.from_class, args.to_class, args.steps, rows, g)
+        if walk.kind == "sweep":   # say so: the user asked for a walk of --steps frames
+            print(f"genlab: this model takes whole labels only: the walk is the class sweep "
+                  f"{walk.labels.tolist()} at fixed z ({len(walk.labels)} frames)", file=sys.stderr)
     elif args.between:
         walk = ip.walk_between(model, *_images(args.between, args.index or "0,1", model), args.steps,
                                walk_path)
     else:
-        walk = ip.walk_random(model, args.steps, args.rows, walk_path, g)
+        walk = ip.walk_random(model, args.steps, rows, walk_path, g)
     try:
         ip.save_walk(walk.frames, out)
     except OSError as e:
