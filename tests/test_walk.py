@@ -119,6 +119,11 @@ def test_class_walk_moves_the_label_embedding_from_a_to_b(runs):
     torch.testing.assert_close(w.frames[0], m.generate(z, torch.tensor([2, 2])), atol=1e-5, rtol=0)
     torch.testing.assert_close(w.frames[-1], m.generate(z, torch.tensor([7, 7])), atol=1e-5, rtol=0)
     assert not torch.allclose(w.frames[2], w.frames[0]) and not torch.allclose(w.frames[2], w.frames[-1])
+    for bad in (torch.full((2, 10), 0.2), -torch.eye(10)[:2], torch.eye(10)[:2, :9]):
+        with pytest.raises(UsageError, match="soft labels must be"):
+            m.generate_soft(z, bad)
+    with pytest.raises(UsageError, match="need a conditional model"):
+        _load(runs, "dcgan").generate_soft(z, torch.eye(10)[:2])
 
 
 class HardLabelsOnly:

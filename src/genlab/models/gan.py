@@ -141,6 +141,7 @@ class GAN(Precision, nn.Module):
         return self.config.z_dim
 
     def _G(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """G_ema (or G) at z and y (labels (n,), soft labels (n, K) or None), the run's precision."""
         G = self.G_ema if self.config.ema else self.G
         device = next(G.parameters()).device
         with eval_mode(G), self.autocast(device.type):  # the precision training used (precision.py)
