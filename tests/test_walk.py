@@ -316,3 +316,21 @@ def test_embed_bad_input_is_one_line_exit_2(capsys, runs, tmp_path, args, match)
     base = ["--data", "npz", "--data-dir", str(runs["npz"]), "--out", str(tmp_path / "m.png")]
     one_line_error(capsys, "embed", runs["dcgan"], *base, *args, match=match)
     assert not (tmp_path / "m.png").exists()
+
+
+@pytest.mark.parametrize("name", ["cgan", "rnngan", "dcgan", "gan"])
+def test_soft_one_hot_is_the_hard_label_and_d_features_are_per_image(name):
+    """Untrained tiny networks of every GAN: a one-hot soft label gives exactly the hard label's image;
+    phi(x) of one image does not depend on the rest of the batch (no minibatch statistics)."""
+    from genlab.config import build
+    from genlab.models import MODELS
+    torch.manual_seed(0)
+    cls = MODELS[name]
+    m = build(cls, cls.presets["tiny"]).build((1, 28, 28), 10).eval()
+    z, y = torch.randn(3, m.z_dim), torch.tensor([0, 4, 9])
+    if m.num_classes:
+        torch.testing.assert_close(m.generate_soft(z, torch.eye(10)[y]), m.generate(z, y), atol=1e-6, rtol=0)
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    h = m.d_features(x, y if m.num_classes else None)
+    assert h.ndim == 2 and len(h) == 3
+    torch.testing.assert_close(m.d_features(x[:1], y[:1] if m.num_classes else None), h[:1], atol=1e-5, rtol=1e-5)
