@@ -5,7 +5,8 @@ registry-wide tests cover what it registers.
 The model contract, written down as Protocols (structural: a model satisfies them by having the
 methods, and `isinstance(model, Autoencoder)` checks it). The training loop needs `Trainable`;
 sampling and evaluation need `Generator`; reconstructions and the NLL need `Autoencoder`; an
-application (genlab/apps/, to come) names the Protocol it needs. Conditional-ness is data:
+application (genlab/apps/) names the Protocol it needs (`SoftLabels`, `Discriminator` for the latent
+walks and maps). Conditional-ness is data:
 `num_classes` (0 = unconditional), never a hasattr check.
 """
 from __future__ import annotations
@@ -56,6 +57,24 @@ class Autoencoder(Protocol):
     def decode(self, z: torch.Tensor) -> torch.Tensor: ...
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class SoftLabels(Protocol):
+    """A Generator whose G reads the class label through an embedding (cgan, conditional rnngan), so
+    that it also takes soft labels: w (n, K), rows >= 0 summing to 1, give G the w-weighted sum of the
+    label embeddings. A class-to-class latent walk moves w from one class to another with z fixed
+    (apps/interpolate.py). Meaningful only when num_classes > 0 (conditional-ness is data)."""
+
+    def generate_soft(self, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Discriminator(Protocol):
+    """A model with a discriminator D whose per-image penultimate features phi(x) (n, f) (what D's
+    last linear layer reads) describe real images: the latent map of a GAN (apps/embed.py)."""
+
+    def d_features(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 @runtime_checkable

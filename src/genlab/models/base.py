@@ -69,6 +69,13 @@ def class_labels(n: int, k: int, labels=None, what: str = "labels") -> torch.Ten
     return labels
 
 
+def embed_label(embed: nn.Embedding, y: torch.Tensor) -> torch.Tensor:
+    """G's label embedding: y (B,) class indices -> embed(y) (B, e); y (B, K) float class weights (a soft
+    label, rows summing to 1) -> sum_k y_k embed(k), a point between the classes' embeddings, which a
+    class-to-class latent walk moves along (apps/interpolate.py)."""
+    return y.to(embed.weight.dtype) @ embed.weight if y.is_floating_point() else embed(y)
+
+
 def projection_embedding(num_classes: int, n: int) -> nn.Embedding:
     """The label embedding of a projection discriminator, N(0, 0.02): small initial logits."""
     embed = nn.Embedding(num_classes, n)

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from ..config import opt
 from ..registry import UsageError
-from .base import MODELS, project, projection_embedding
+from .base import MODELS, embed_label, project, projection_embedding
 from .dcgan import DCDiscriminator, DCGenerator, init_weights, start_size
 from .gan import GAN, GANConfig
 
@@ -57,8 +57,8 @@ class CondGenerator(DCGenerator):
         super().__init__(z_dim + embed_dim, shape, ngf)
         self.embed = nn.Embedding(num_classes, embed_dim)
 
-    def forward(self, z, y):                         # z: (B, z_dim), y: (B,) -> (B, C, H, W) in [-1, 1]
-        return super().forward(torch.cat([z, self.embed(y).to(z.dtype)], 1))
+    def forward(self, z, y):     # z: (B, z_dim), y: (B,) or soft (B, K) -> (B, C, H, W) in [-1, 1]
+        return super().forward(torch.cat([z, embed_label(self.embed, y).to(z.dtype)], 1))
 
 
 class CondDiscriminator(nn.Module):
@@ -79,6 +79,12 @@ class CondDiscriminator(nn.Module):
         self.head = nn.Linear(n, 1)
         if cond == "projection":
             self.embed = projection_embedding(num_classes, n)
+
+    def phi(self, x, y):                             # -> (B, n0) per-image features (no mbstd)
+        if self.cond == "concat":
+            maps = F.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None]
+            x = torch.cat([x, maps.expand(-1, -1, *x.shape[2:])], 1)
+        return self.features(x).flatten(1)
 
     def forward(self, x, y):                         # x: (B, C, H, W) in [-1, 1], y: (B,) -> logits (B,)
         if self.cond == "concat":

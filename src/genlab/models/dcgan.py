@@ -93,8 +93,11 @@ class DCDiscriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(c_in * s0 * s0, 1)
 
+    def phi(self, x, y=None):                                # x -> features (B, c * s0 * s0)
+        return self.features(x).flatten(1)
+
     def forward(self, x, y=None):                            # x: (B, C, H, W) -> logits (B,)
-        return self.head(self.features(x).flatten(1)).squeeze(1)
+        return self.head(self.phi(x)).squeeze(1)
 
 
 def init_weights(m: nn.Module):

@@ -24,6 +24,7 @@ from ..config import opt
 from ..guard import update
 from ..losses import LOSSES, gradient_penalty
 from ..precision import Precision
+from ..registry import UsageError
 from .base import MODELS, adam, check_count, class_labels, eval_mode
 
 
@@ -139,17 +140,45 @@ class GAN(Precision, nn.Module):
     def z_dim(self) -> int:
         return self.config.z_dim
 
+    def _G(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """G_ema (or G) at z and y (labels (n,), soft labels (n, K) or None), the run's precision."""
+        G = self.G_ema if self.config.ema else self.G
+        device = next(G.parameters()).device
+        with eval_mode(G), self.autocast(device.type):  # the precision training used (precision.py)
+            x = G(z.to(device), None if y is None else y.to(device))
+        return x.float().clamp(-1, 1)
+
     @torch.no_grad()
     def generate(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Images (n, C, H, W) in [-1, 1] for the latents z (n, z_dim) (and class labels y (n,) of a
         conditional model): G_ema when enabled, else G, in eval mode, at the run's precision."""
-        G = self.G_ema if self.config.ema else self.G
-        device = next(G.parameters()).device
         if self.num_classes:
-            y = class_labels(len(z), self.num_classes, y).to(device)
-        with eval_mode(G), self.autocast(device.type):  # the precision training used (precision.py)
-            x = G(z.to(device), y)
-        return x.float().clamp(-1, 1)
+            y = class_labels(len(z), self.num_classes, y)
+        return self._G(z, y)
+
+    @torch.no_grad()
+    def generate_soft(self, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """models.SoftLabels: like generate, with soft labels w (n, K), rows >= 0 summing to 1: G reads
+        the w-weighted sum of its label embeddings (models.base.embed_label)."""
+        k = self.num_classes
+        if not k:
+            raise UsageError("soft labels need a conditional model (this one is unconditional)")
+        w = torch.as_tensor(w, dtype=torch.float32)
+        if w.shape != (len(z), k) or (w < 0).any() or not torch.allclose(w.sum(1), torch.ones(len(z)), atol=1e-4):
+            raise UsageError(f"soft labels must be ({len(z)}, {k}) weights >= 0 with rows summing to 1")
+        return self._G(z, w)
+
+    @torch.no_grad()
+    def d_features(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """models.Discriminator: phi(x) (n, f) fp32, the per-image features D's last linear layer reads
+        (without a minibatch-std feature, which depends on the batch), D in eval mode; x (n, C, H, W)
+        in [-1, 1]; y (n,) the labels of a conditional model (a concat D reads them)."""
+        device = next(self.D.parameters()).device
+        if self.num_classes:
+            y = class_labels(len(x), self.num_classes, y).to(device)
+        with eval_mode(self.D), self.autocast(device.type):
+            h = self.D.phi(x.to(device), y)
+        return h.float()
 
     @torch.no_grad()
     def sample(self, n: int, labels: torch.Tensor | None = None, generator=None) -> torch.Tensor:
@@ -177,6 +206,9 @@ class MLPDiscriminator(nn.Module):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(math.prod(shape), hidden), nn.LeakyReLU(0.01),
                                  nn.Linear(hidden, 1))
+
+    def phi(self, x, y=None):                          # x -> hidden features (B, hidden)
+        return self.net[:-1](x.flatten(1))
 
     def forward(self, x, y=None):                      # x: (B, C, H, W) -> logits (B,)
         return self.net(x.flatten(1)).squeeze(1)

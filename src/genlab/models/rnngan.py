@@ -59,7 +59,7 @@ import torch.nn.functional as F
 
 from .. import precision
 from ..config import opt
-from .base import MODELS, project, projection_embedding
+from .base import MODELS, embed_label, project, projection_embedding
 from .gan import GAN, GANConfig
 
 
@@ -77,7 +77,7 @@ class RowGenerator(nn.Module):
     def forward(self, z, y=None):               # z: (B, z_dim), y: (B,) -> (B, C, H, W) in [-1, 1]
         C, H, W = self.shape
         if self.embed is not None:
-            z = torch.cat([z, self.embed(y).to(z.dtype)], 1)
+            z = torch.cat([z, embed_label(self.embed, y).to(z.dtype)], 1)  # y: (B,) or soft (B, K)
         B = len(z)
         h, c = torch.tanh(self.init_state(z)).float().chunk(2, 1)        # 2 x (B, hidden)
         pos = torch.eye(H, device=z.device)                              # one_hot(row index)
@@ -99,10 +99,13 @@ class RowDiscriminator(nn.Module):
         self.head = nn.Linear(2 * hidden, 1)
         self.embed = projection_embedding(num_classes, 2 * hidden) if num_classes else None
 
-    def forward(self, x, y=None):               # x: (B, C, H, W) in [-1, 1] -> logits (B,)
+    def phi(self, x, y=None):                   # x: (B, C, H, W) in [-1, 1] -> features (B, 2*hidden)
         rows = x.permute(0, 2, 1, 3).flatten(2)                          # (B, H, C*W), top to bottom
         out, _ = precision.lstm(self.rnn, rows)                          # (B, H, 2*hidden)
-        h = F.leaky_relu(out, 0.2).mean(1)                               # per-step features, averaged
+        return F.leaky_relu(out, 0.2).mean(1)                            # per-step features, averaged
+
+    def forward(self, x, y=None):               # x: (B, C, H, W) in [-1, 1] -> logits (B,)
+        h = self.phi(x)
         logit = self.head(h).squeeze(1)
         if self.embed is not None:                                       # Miyato & Koyama 2018, eq. 3
             logit = project(logit, self.embed, y, h)
