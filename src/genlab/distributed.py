@@ -144,15 +144,6 @@ class World:
         if self.size > 1:
             dist.barrier()
 
-    @contextmanager
-    def rank0_first(self):
-        """Rank 0 runs the block first (it may clean the run folder), the others after it."""
-        if not self.main:
-            self.barrier()
-        yield
-        if self.main:
-            self.barrier()
-
     def wrap(self, net: torch.nn.Module) -> None:
         """DDP for each trainable child of `net` (G and D separately: their updates are separate
         backwards), and a gradient all-reduce hook on parameters `net` holds itself. Call on every

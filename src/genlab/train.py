@@ -2,7 +2,6 @@
 `train_step` until a budget runs out, seeding, logging and saving each in one place."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -72,8 +71,7 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
 
 
 def _train(world, model, resume, overwrite, config_file, preset, quiet, options) -> Path:
-    with world.rank0_first():  # rank 0 may discard a broken checkpoint before the others look
-        name, tcfg, mcfg, run, start = resolve(model, options, config_file, preset, resume, overwrite)
+    name, tcfg, mcfg, run, start = resolve(model, options, config_file, preset, resume, overwrite)
     torch.set_num_threads(world.threads(tcfg.threads))
     choice = precision.resolve(tcfg.precision, tcfg.device)  # device exists; bf16 only where native
     device = world.device(choice.device)
