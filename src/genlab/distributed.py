@@ -26,7 +26,7 @@ The traps, each handled here or in the loop:
   * a non-finite step must be skipped on every rank or on none: guard.update sums the finiteness
     check over ranks (`finite_everywhere`); the EMA of G then moves alike on every rank.
   * SIGTERM/SIGINT to one rank, or a --max-seconds budget that one rank reaches first: the loop
-    stops when any rank wants to (`World.any`, every step), so all stop after the same step.
+    stops when any rank wants to (`World.max`, every step), so all stop after the same step.
 """
 from __future__ import annotations
 

@@ -34,17 +34,16 @@ def train(argv: list[str]) -> None:
     args = vars(train_parser(model).parse_args(argv))
     nproc = args.pop("nproc")
     if nproc is not None and nproc != 1:
-        return launch(model, args, argv, nproc)
+        return train_nproc(model, args, argv, nproc)
     run = train(args.pop("model"), resume=args.pop("resume"), overwrite=args.pop("overwrite"),
                 config_file=args.pop("config_file"), preset=args.pop("preset"), **args)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
         print(run)
 
 
-def launch(model: str | None, args: dict, argv: list[str], nproc: int) -> None:
+def train_nproc(model: str | None, args: dict, argv: list[str], nproc: int) -> None:
     """`--nproc N`: check what can be checked here (one line, exit 2, before N processes start),
     then run the same command under torchrun without --nproc."""
-    import os
     import sys
 
     from ..distributed import World, launch
@@ -68,6 +67,7 @@ def launch(model: str | None, args: dict, argv: list[str], nproc: int) -> None:
 
 
 def without_nproc(argv: list[str]) -> list[str]:
+    """argv without `--nproc N` / `--nproc=N`."""
     out, skip = [], False
     for a in argv:
         if skip:
