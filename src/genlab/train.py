@@ -155,7 +155,8 @@ def _train(world, model, resume, overwrite, config_file, preset, quiet, options)
                     grid(net, tcfg.seed, run / "samples" / f"step-{step:06d}.png")
                 if tcfg.ckpt_every and step % tcfg.ckpt_every == 0 and save():
                     saved_step, rollbacks = step, 0
-            if step != saved_step or ckpt.latest(run, warn=False) is None:
+            # rank 0's view of the folder decides (the others may look while it still writes)
+            if step != saved_step or world.max(world.main and ckpt.latest(run, warn=False) is None):
                 save()
         if world.main:
             grid(net, tcfg.seed, run / "samples.png")
