@@ -14,10 +14,12 @@ mode-seeking ratio of means (cgan). Rank 0 alone writes, with its own BN running
 format of a 1-process run, so a run resumes with any number of processes.
 
 The traps, each handled here or in the loop:
-  * D runs twice (real, fake) before one backward, G twice with mode seeking: re-broadcasting BN
-    buffers before every forward (DDP's default) bumps tensors saved for backward ->
-    `forward_sync_buffers=False` (the old `broadcast_buffers=False`); each rank keeps its own BN
-    running statistics.
+  * D runs twice (real, fake) before one backward, G twice with mode seeking: DDP's default
+    re-broadcasts rank 0's buffers (BN running statistics) before every forward, an in-place write
+    between forwards whose graphs are still alive (reported to break backward; not reproduced with
+    torch 2.14 on CPU with Linear + BatchNorm1d, two forwards, one backward) and a broadcast
+    per forward -> `forward_sync_buffers=False` (the old `broadcast_buffers=False`): each rank
+    keeps its own BN running statistics, and rank 0 saves its own.
   * wrapping the whole model fails: train_step calls G and D, not model.forward, and D's parameters
     get no gradient from G's update -> each trainable child (G, D; encoder, decoder) gets its own
     DDP; parameters held by the model itself (VAE's log sigma) are averaged by a gradient hook.
