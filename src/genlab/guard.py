@@ -13,6 +13,8 @@ import signal
 
 import torch
 
+from .distributed import finite_everywhere
+
 
 class NonFiniteStep(RuntimeError):
     pass
@@ -29,7 +31,7 @@ def update(opt: torch.optim.Optimizer, loss: torch.Tensor, name: str = "") -> No
     grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
     # one fused reduction over all gradients: inf/nan in any of them makes the total non-finite
     total = loss.detach().float() + torch.stack(torch._foreach_norm(grads)).sum() if grads else loss
-    if not torch.isfinite(total):
+    if not finite_everywhere(total):  # data-parallel: all ranks skip the step, or none
         opt.zero_grad(set_to_none=True)
         raise NonFiniteStep(f"non-finite {name or 'loss'} or gradient")
     opt.step()

@@ -10,6 +10,7 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .distributed import rand
 from .registry import Registry
 
 
@@ -65,8 +66,8 @@ def gradient_penalty(D: Callable, x_real: torch.Tensor, x_fake: torch.Tensor,
                      y: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """E[(||grad_x D(x_hat)||_2 - 1)^2], x_hat uniformly between real and fake
     (Gulrajani et al. 2017, eq. 3; the weight lambda = 10 is applied by the caller)."""
-    eps = torch.rand(len(x_real), *([1] * (x_real.dim() - 1)), generator=generator,
-                     device=x_real.device)
+    eps = rand(len(x_real), *([1] * (x_real.dim() - 1)), generator=generator,
+               device=x_real.device)  # this rank's rows under data-parallel training (distributed.py)
     x_hat = (eps * x_real + (1 - eps) * x_fake.detach()).requires_grad_(True)
     out = D(x_hat, y)
     (grad,) = torch.autograd.grad(out.float().sum(), x_hat, create_graph=True)

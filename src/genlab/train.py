@@ -2,7 +2,6 @@
 `train_step` until a budget runs out, seeding, logging and saving each in one place."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from . import precision
+from . import distributed, precision
 from .config import to_dict
 from .data import load_data, to_float
 from .guard import Diverged, NonFiniteStep, StepSnapshot, StopFlag
@@ -28,13 +27,17 @@ MAX_ROLLBACKS = 3           # ...at most this many times before the run counts a
 
 class Batches:
     """Endless batches in a seeded order, a new permutation per epoch (drop-last). Its state, (epoch,
-    position), is part of every checkpoint, so a resumed run sees exactly the batches it would have."""
+    position), is part of every checkpoint, so a resumed run sees exactly the batches it would have.
+    Data-parallel (distributed.py): every rank walks the same global batches and takes its `rank`-th
+    of `world` equal shards, so the state stays global and a run resumes with any number of ranks."""
 
-    def __init__(self, ds, batch_size: int, seed: int, device, epoch: int = 0, pos: int = 0):
+    def __init__(self, ds, batch_size: int, seed: int, device, epoch: int = 0, pos: int = 0,
+                 rank: int = 0, world: int = 1):
         if batch_size > len(ds):
             raise UsageError(f"--batch-size {batch_size} is larger than the data ({len(ds)} images)")
         self.ds, self.b, self.seed, self.device = ds, batch_size, seed, device
         self.epoch, self.pos = epoch, pos
+        self.shard = slice(rank * batch_size // world, (rank + 1) * batch_size // world)
         self._perm_epoch, self._perm = -1, None
 
     def __iter__(self):
@@ -46,7 +49,7 @@ class Batches:
         if self._perm_epoch != self.epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             self._perm, self._perm_epoch = torch.randperm(len(self.ds), generator=g), self.epoch
-        idx = self._perm[self.pos:self.pos + self.b]
+        idx = self._perm[self.pos:self.pos + self.b][self.shard]  # (B,), or this rank's B / world
         self.pos += self.b
         x = to_float(self.ds.images[idx]).to(self.device, non_blocking=True)  # (B, C, H, W) in [-1, 1]
         return x, self.ds.labels[idx].to(self.device, non_blocking=True)
@@ -59,20 +62,33 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
           config_file: str | None = None, preset: str | None = None, quiet: bool = False,
           **options) -> Path:
     """Train `model` (a MODELS name) with CLI-equivalent `options`; returns the run folder."""
+    world = distributed.world()  # torchrun's processes, or this one alone
+    try:
+        return _train(world, model, resume, overwrite, config_file, preset, quiet or not world.main,
+                      options)
+    finally:
+        world.close()
+
+
+def _train(world, model, resume, overwrite, config_file, preset, quiet, options) -> Path:
     name, tcfg, mcfg, run, start = resolve(model, options, config_file, preset, resume, overwrite)
-    torch.set_num_threads(tcfg.threads or os.cpu_count())
+    torch.set_num_threads(world.threads(tcfg.threads))
     choice = precision.resolve(tcfg.precision, tcfg.device)  # device exists; bf16 only where native
-    device = torch.device(choice.device)
+    device = world.device(choice.device)
+    world.check_batch(mcfg.batch_size)  # the global batch, split evenly over the processes
     ds = load_data(tcfg.data, tcfg.data_dir, "train", tcfg.image_size, tcfg.download, strict=tcfg.strict)
     check_model_size(mcfg, ds.shape, ds.num_classes)  # before allocating: --z-dim 1e8 is 2.5 TB
     torch.manual_seed(tcfg.seed)  # the only seeding: initial weights; data order and noise below
     net = place(mcfg.build(ds.shape, ds.num_classes), device)
-    batches = Batches(ds, mcfg.batch_size, tcfg.seed, device)
-    ref = reference_stats(tcfg.data, "test", tcfg.data_dir, tcfg.image_size) if tcfg.eval_every else None
-    prepare_run(run, name, tcfg, mcfg, resume, overwrite, choice)  # only once data and model are valid
+    batches = Batches(ds, mcfg.batch_size, tcfg.seed, device, rank=world.rank, world=world.size)
+    ref = reference_stats(tcfg.data, "test", tcfg.data_dir, tcfg.image_size) \
+        if tcfg.eval_every and world.main else None
+    if world.main:  # rank 0 alone writes the run folder
+        prepare_run(run, name, tcfg, mcfg, resume, overwrite, choice)  # once data and model are valid
     net.autocast_dtype = choice.dtype
     opts = net.configure_optimizers()
-    noise = torch.Generator(device).manual_seed(tcfg.seed + 1)
+    # every rank draws the global batch's noise and keeps its rows: z equals a 1-process run's
+    noise = distributed.Shard(device, world.rank, world.size).manual_seed(tcfg.seed + 1)
     step, skipped = 0, 0
     if start is not None:  # resume: weights, optimisers, data order and RNG exactly as saved
         rng, state = ckpt.restore(start, net, opts)
@@ -81,36 +97,44 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
         noise.set_state(rng["noise"])
         batches.epoch, batches.pos = state["data"]["epoch"], state["data"]["pos"]
         step, skipped = state["step"], state.get("skipped", 0)
+    world.wrap(net)  # DDP for G and D (each trainable child) on every rank, after a restore
 
     def save() -> bool:
-        if not ckpt.finite(net):  # a committed checkpoint is always a good one to roll back to
+        if not world.all(ckpt.finite(net)):  # a committed checkpoint is always a good one to roll back to
             log.note(f"step {step}: weights are not finite; no checkpoint committed")
             return False
         state = {"model": name, "shape": list(ds.shape), "num_classes": ds.num_classes,
                  "data": batches.state(), "skipped": skipped, "threads": torch.get_num_threads(),
-                 "precision": choice.to_dict(),
+                 "precision": choice.to_dict(), "processes": world.size,
                  "config": {"train": to_dict(tcfg), "model": to_dict(mcfg)},
                  "versions": {"torch": torch.__version__, "genlab": version()}}
-        ckpt.save(run, step, net, opts, {"torch": torch.get_rng_state(), "noise": noise.get_state()},
-                  state, tcfg.keep_last)
+        if world.main:  # the plain model's state: the keys and format of a 1-process run
+            ckpt.save(run, step, net, opts, {"torch": torch.get_rng_state(), "noise": noise.get_state()},
+                      state, tcfg.keep_last)
         return True
 
     total = tcfg.max_steps or mcfg.steps
     t0, saved_step = time.perf_counter(), step
     try:
-        write_skipped_list(run, ds.skipped, quiet)
-        log = RunLogger(run, step, total, net.loss_stats)
+        if world.main:
+            write_skipped_list(run, ds.skipped, quiet)
+        log = RunLogger(run, step, total, net.loss_stats) if world.main else distributed.NullLog()
         if not quiet:
             log.note(f"device {choice.device}, precision {choice.reason}")
         snapshot, consecutive, rollbacks = StepSnapshot(net, opts), 0, 0
         net.train()
         with StopFlag() as stop:
-            while step < total and not stop.set:
-                if tcfg.max_seconds is not None and time.perf_counter() - t0 >= tcfg.max_seconds:
+            while step < total:
+                # all ranks stop after the same step: a signal or the clock may reach one rank first
+                late = tcfg.max_seconds is not None and time.perf_counter() - t0 >= tcfg.max_seconds
+                why = world.max(2 if stop.set else 1 if late else 0)  # 2: a signal, 1: the budget
+                if why:
+                    stop.set = why == 2
                     break
                 snapshot.save()
                 try:
-                    stats = net.train_step(batches, opts, noise)
+                    with world.wrapped(net):  # G, D are their DDP wrappers inside the step
+                        stats = net.train_step(batches, opts, noise)
                 except NonFiniteStep as e:  # undo the whole step; its batch stays consumed
                     snapshot.restore()
                     skipped, consecutive = skipped + 1, consecutive + 1
@@ -121,19 +145,22 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
                     continue
                 step, consecutive = step + 1, 0
                 log.advance()
-                checked = ref is not None and step % tcfg.eval_every == 0
-                if checked:
-                    stats = {**stats, **health_stats(net, ref, tcfg.seed, step, log)}
+                checked = bool(tcfg.eval_every) and step % tcfg.eval_every == 0
                 if step % tcfg.log_every == 0 or step == total or checked:
+                    stats = world.mean(stats)  # the global batch's means, as 1 process logs them
+                    if checked and world.main:
+                        stats = {**stats, **health_stats(net, ref, tcfg.seed, step, log)}
                     log.log(step, {**stats, "skipped": skipped}, mcfg.batch_size)
-                if tcfg.sample_every and step % tcfg.sample_every == 0:
+                if tcfg.sample_every and step % tcfg.sample_every == 0 and world.main:
                     grid(net, tcfg.seed, run / "samples" / f"step-{step:06d}.png")
                 if tcfg.ckpt_every and step % tcfg.ckpt_every == 0 and save():
                     saved_step, rollbacks = step, 0
-            if step != saved_step or ckpt.latest(run, warn=False) is None:
+            # rank 0's view of the folder decides (the others may look while it still writes)
+            if step != saved_step or world.max(world.main and ckpt.latest(run, warn=False) is None):
                 save()
-        grid(net, tcfg.seed, run / "samples.png")
-        if isinstance(net, Autoencoder):  # 50 training images above their reconstructions
+        if world.main:
+            grid(net, tcfg.seed, run / "samples.png")
+        if isinstance(net, Autoencoder) and world.main:  # 50 training images above their reconstructions
             from .sample import save_grid
             x = to_float(ds.images[:50]).to(device)
             save_grid(torch.cat([x, net.reconstruct(x)]), run / "reconstructions.png", 10)

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from ..config import opt
+from ..distributed import randn
 from ..guard import update
 from ..losses import LOSSES, gradient_penalty
 from ..precision import Precision
@@ -101,7 +102,7 @@ class GAN(Precision, nn.Module):
                 "g": adam(self.G.parameters(), c.lr_g, (c.beta1, c.beta2))}
 
     def noise(self, n: int, generator=None, device=None) -> torch.Tensor:
-        return torch.randn(n, self.config.z_dim, generator=generator, device=device)  # z ~ N(0, I)
+        return randn(n, self.config.z_dim, generator=generator, device=device)  # z ~ N(0, I)
 
     def train_step(self, batches, opt, generator=None) -> dict[str, torch.Tensor]:
         G, D, loss = self.G, self.D, self.loss

@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import opt
+from ..distributed import randn
 from ..guard import update
 from ..registry import UsageError
 from ..precision import Precision
@@ -161,7 +162,7 @@ class VAE(Precision, nn.Module):
 
     def reparameterize(self, mu, logvar, generator=None):
         """z = mu + sigma * eps, eps ~ N(0, I) from `generator` (K&W section 2.4)."""
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device)
+        eps = randn(*mu.shape, generator=generator, device=mu.device)  # this rank's rows (distributed.py)
         return mu + torch.exp(0.5 * logvar) * eps
 
     def terms(self, x: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
