@@ -211,10 +211,10 @@ def test_inpainting_mnist_raises_classifier_accuracy(mnist_dir, tmp_path):
                        seed=0, precision="fp32", threads=1, sample_every=0, quiet=True)
     model = genlab.load(run)
     test = load_data("mnist", str(mnist_dir), split="test")
-    x, y = to_float(test.images[:200]), test.labels[:200]
+    x, y = to_float(test.images[:100]), test.labels[:100]
     mask = restore.box_mask(model.shape, (7, 7, 14, 14))
     masked = mask * x + (1 - mask) * -1.0                 # the box blanked to background
-    r = restore.inpaint(model, x, mask, torch.Generator().manual_seed(0), restarts=4, steps=150)
+    r = restore.inpaint(model, x, mask, torch.Generator().manual_seed(0), restarts=3, steps=100)
     net = load_classifier("mnist")
     acc = {k: evaluate(net, to_uint8(v), y) for k, v in (("clean", x), ("masked", masked), ("restored", r))}
     assert acc["clean"] > 0.97

@@ -21,7 +21,9 @@ image the model can make (projection onto the range of G, Bora section 1; Shah &
 sigma given it is estimated from y (Donoho & Johnstone 1994: the median absolute deviation of the
 finest wavelet coefficients; `estimate_sigma`).
 
-The search (Bora, MNIST setting): `restarts` starting points per image, Adam on z, all images and
+The search (Bora, MNIST setting): `restarts` starting points per image, Adam on z (100 steps at lr 0.1:
+on 30 MNIST train digits and the DCGAN, centre box, as good as 300 at lr 0.05 (PSNR 8.8 vs 8.2 dB,
+classifier 0.77 vs 0.70) for a third of the time), all images and
 restarts in one batch (chunked by `batch_size`, which does not change the result: the loss is a sum of
 per-image terms and Adam is element-wise), and each image keeps the restart with the lowest objective.
 Starting points: z ~ N(0, I) drawn from `generator`; an Autoencoder's restart 0 starts at the encoder
@@ -41,7 +43,7 @@ import torch
 from ..models import Autoencoder, Generator
 from ..registry import UsageError
 
-DEFAULTS = dict(restarts=10, steps=300, lr=0.05, batch_size=1000)  # Bora: 10 restarts; Adam on z
+DEFAULTS = dict(restarts=10, steps=100, lr=0.1, batch_size=1000)  # Bora: 10 restarts; Adam on z
 
 
 # ---------------------------------------------------------------------------------------- inputs
@@ -122,6 +124,8 @@ def search(model, x: torch.Tensor, mask: torch.Tensor, lam: float, generator: to
     for name, v in (("restarts", restarts), ("steps", steps), ("batch_size", batch_size)):
         if v < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if not (lr > 0 and lam >= 0):
+        raise UsageError(f"the learning rate must be > 0 and the prior weight >= 0, got {lr} and {lam}")
     check_images(model, x)
     N, R, K = len(x), restarts, model.num_classes
     mask = mask.expand(N, *mask.shape[1:])
