@@ -18,7 +18,8 @@ inpaint_biharmonic); denoising `noisy` (the input), `blur` (scikit-image gaussia
 (scikit-image denoise_nl_means, h = 0.8 sigma with the true sigma, skimage's example setting).
 
     PYTHONPATH=src python benchmarks/bench_restore.py --runs /work/runs/vae,/work/runs/dcgan \\
-        [--n 200] [--tasks box,random,noise0.3,noise0.5] [--restarts 10] [--steps 300] [--threads 1]
+        [--n 100] [--tasks box,random,noise0.3,noise0.5] [--restarts 10] [--steps 100] [--threads 1] > r.jsonl
+    python benchmarks/bench_restore.py --table r.jsonl      # the README's markdown table from those lines
 """
 from __future__ import annotations
 
@@ -89,12 +90,26 @@ def scores(x: torch.Tensor, r: torch.Tensor, region: torch.Tensor, labels, net) 
             "acc": round(evaluate(net, r, labels), 3)}
 
 
+def table(path) -> str:
+    """Markdown rows (task, method, PSNR, SSIM, accuracy, s/image) from this script's JSON lines."""
+    rows = [json.loads(l) for l in open(path) if l.startswith("{")]
+    out = ["| task | method | PSNR (dB) | SSIM | classifier acc. | s / image |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["task"] == "clean":
+            out.append(f"| clean test digits | none | | | {r['acc']:.3f} | |")
+        else:
+            out.append(f"| {r['task']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['acc']:.3f} | "
+                       f"{r['s_per_image']:.3g} |")
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--table", help="print the markdown table of a file of this script's JSON lines, and exit")
     ap.add_argument("--runs", default="/work/runs/vae,/work/runs/dcgan", help="comma-separated run folders")
     ap.add_argument("--data-dir", default="/work/shared/data/mnist")
     ap.add_argument("--split", default="test", choices=("test", "train"), help="train: for tuning only")
-    ap.add_argument("--n", type=int, default=200, help="digits scored (the first n of the split)")
+    ap.add_argument("--n", type=int, default=100, help="digits scored (the first n of the split)")
     ap.add_argument("--tasks", default="box,random,noise0.3,noise0.5")
     ap.add_argument("--restarts", type=int, default=restore.DEFAULTS["restarts"])
     ap.add_argument("--steps", type=int, default=restore.DEFAULTS["steps"])
@@ -105,6 +120,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-baselines", action="store_true")
     args = ap.parse_args()
+    if args.table:
+        return print(table(args.table))
     torch.set_num_threads(args.threads)
     ds = load_data("mnist", args.data_dir, split=args.split)
     x, labels = ds.images[:args.n], ds.labels[:args.n]

@@ -129,8 +129,8 @@ def search(model, x: torch.Tensor, mask: torch.Tensor, lam: float, generator: to
     check_images(model, x)
     N, R, K = len(x), restarts, model.num_classes
     mask = mask.expand(N, *mask.shape[1:])
-    if not K:
-        labels = None                                            # an unconditional model has no use for them
+    if not K or (labels is not None and (labels == -1).all()):
+        labels = None                                            # unconditional, or all unlabelled (-1)
     elif labels is None:
         labels = torch.arange(R)[:, None].expand(R, N) % K      # restart r tries class r % K
     else:
