@@ -143,8 +143,11 @@ def test_bad_library_inputs(runs):
         restore.inpaint(model, torch.zeros(3, 3, 28, 28), torch.ones(1, 1, 28, 28), g)
     with pytest.raises(UsageError, match="--sigma must be > 0"):
         restore.denoise(model, x, 0.0, g)
+    cgan = genlab.load(out["cgan"])
     with pytest.raises(UsageError, match="labels must be in 0..9"):
-        restore.inpaint(genlab.load(out["cgan"]), x, torch.ones(1, 1, 28, 28), g, torch.tensor([0, 1, 10]))
+        restore.inpaint(cgan, x, torch.ones(1, 1, 28, 28), g, torch.tensor([0, 1, 10]))
+    # all unlabelled (-1, the data convention) is no labels: the search tries the classes
+    assert restore.inpaint(cgan, x, torch.ones(1, 1, 28, 28), g, torch.full((3,), -1), **FAST).shape == x.shape
 
 
 # ------------------------------------------------------------------------------------------ the commands
