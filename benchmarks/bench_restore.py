@@ -98,7 +98,8 @@ def table(path) -> str:
         if r["task"] == "clean":
             out.append(f"| clean test digits | none | | | {r['acc']:.3f} | |")
         else:
-            out.append(f"| {r['task']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['acc']:.3f} | "
+            search = f", {r['restarts']} restarts x {r['steps']} steps" if "restarts" in r else ""
+            out.append(f"| {r['task']} | {r['method']}{search} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['acc']:.3f} | "
                        f"{r['s_per_image']:.3g} |")
     return "\n".join(out)
 
