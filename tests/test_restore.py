@@ -206,7 +206,7 @@ def test_cli_bad_inputs(runs, capsys, tmp_path):
 # ------------------------------------------------------------------------------------------ real MNIST
 @pytest.mark.slow
 def test_inpainting_mnist_raises_classifier_accuracy(mnist_dir, tmp_path):
-    """A small VAE trained here on MNIST (~1 min on 1 thread): filling a 14x14 centre box from its
+    """A small VAE trained here on MNIST (1,500 steps; the test takes ~2.5 min on 1 loaded thread): filling a 14x14 centre box from its
     latent space lets the shipped classifier recognise far more digits than the masked input."""
     from genlab.data import load_data
     from genlab.metrics.classifier import evaluate, load_classifier
@@ -221,4 +221,5 @@ def test_inpainting_mnist_raises_classifier_accuracy(mnist_dir, tmp_path):
     net = load_classifier("mnist")
     acc = {k: evaluate(net, to_uint8(v), y) for k, v in (("clean", x), ("masked", masked), ("restored", r))}
     assert acc["clean"] > 0.97
-    assert acc["restored"] > acc["masked"] + 0.15, acc
+    # measured (loaded machine, 139 s): masked 0.23 -> restored 0.73
+    assert acc["restored"] > acc["masked"] + 0.3, acc
