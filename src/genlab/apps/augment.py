@@ -190,7 +190,9 @@ def manifest(model, result: Synthetic, seed: int | None = None, classifier: dict
 
 def check_out(out, overwrite: bool = False) -> Path:
     """`out` may be new, an empty folder, or (with overwrite) a folder to replace."""
-    out = Path(out)
+    out = Path(out).resolve()  # "." or "runs/set/" still name a folder with a parent to rename in
+    if not out.name:
+        raise UsageError(f"--out {out} is the file-system root; choose a folder path")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; choose a folder path")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
