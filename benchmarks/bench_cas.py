@@ -68,7 +68,7 @@ class Synth:
             if not self.runs.get(name):
                 sys.exit(f"bench_cas: row needs --{name} RUN")
             model = self.models.setdefault(name, genlab.load(self.runs[name]))
-            clf = None if model.num_classes else load_classifier("mnist")
+            clf = load_classifier("mnist") if p or not model.num_classes else None  # labels, filter
             t0 = time.perf_counter()
             r = augment(model, per_class, torch.Generator().manual_seed(self.seed), clf, p)
             info = {"run": str(self.runs[name]), "model": model.name, "step": model.step, "per_class": per_class,
