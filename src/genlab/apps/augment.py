@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import to_uint8
+from ..data import to_float, to_uint8
 from ..io import atomic_write_json, fsync_path, sha256_file
 from ..models import Generator, Loaded
 from ..registry import UsageError
@@ -131,10 +131,11 @@ def augment(model, per_class: int, generator: torch.Generator, classifier=None,
         else:
             x, y = model.sample(b, generator=generator), None
         drawn += len(x)
+        x = to_uint8(x)  # (b, C, H, W) uint8: the classifier judges the image that is written
         if classifier is None:
             label, ok = y, torch.ones(len(x), dtype=torch.bool)
         else:
-            p = torch.softmax(classifier(x.float()), 1)  # (b, 10) p(y | x)
+            p = torch.softmax(classifier(to_float(x)), 1)  # (b, 10) p(y | x)
             label = p.argmax(1) if y is None else y
             ok = p.gather(1, label[:, None])[:, 0] >= min_confidence
         tried += torch.bincount(label, minlength=k)
@@ -144,7 +145,7 @@ def augment(model, per_class: int, generator: torch.Generator, classifier=None,
             take = idx[:max(int(per_class - count[c]), 0)]
             surplus += len(idx) - len(take)
             if len(take):
-                kept[c].append(to_uint8(x[take]))
+                kept[c].append(x[take])
                 count[c] += len(take)
     images = torch.cat([torch.cat(v) for v in kept])
     labels = torch.arange(k).repeat_interleave(per_class)
