@@ -132,9 +132,16 @@ def save_classifier(net: Classifier, path: str | Path, metadata: dict[str, str] 
 
 
 # ------------------------------------------------------------------------------------------ training
-def _augment(x: torch.Tensor, g: torch.Generator, shift: int, flip: bool) -> torch.Tensor:
-    """Random translation by up to `shift` pixels (zero padding = background -1), optional h-flip."""
+def _augment(x: torch.Tensor, g: torch.Generator, shift: int, flip: bool, rotate: float = 0.0) -> torch.Tensor:
+    """Random rotation by up to `rotate` degrees, then translation by up to `shift` pixels (both fill
+    with the background -1), optional h-flip. x: (B, 1, H, W) in [-1, 1]."""
     b, _, h, w = x.shape
+    if rotate:  # affine_grid/grid_sample pad with 0, so rotate x + 1 (background 0) and shift back
+        a = (torch.rand(b, generator=g) * 2 - 1) * math.radians(rotate)
+        theta = torch.stack([torch.stack([a.cos(), -a.sin(), torch.zeros(b)], 1),
+                             torch.stack([a.sin(), a.cos(), torch.zeros(b)], 1)], 1)  # (B, 2, 3)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x + 1, grid, align_corners=False) - 1
     xp = F.pad(x, (shift,) * 4, value=-1.0)
     dy = torch.randint(0, 2 * shift + 1, (b,), generator=g)
     dx = torch.randint(0, 2 * shift + 1, (b,), generator=g)
@@ -158,6 +165,45 @@ def evaluate(net: Classifier, images_u8: torch.Tensor, labels: torch.Tensor, bat
     return correct / len(images_u8)
 
 
+def fit(x_all: torch.Tensor, y_all: torch.Tensor, steps: int, g: torch.Generator, batch_size: int = 128,
+        lr: float = 3e-3, shift: int = 2, flip: bool = False, rotate: float = 0.0, bf16: bool = False,
+        log_every: int = 0, net: Classifier | None = None) -> Classifier:
+    """A fresh Classifier trained for `steps` on in-memory uint8 images x_all (N, 1, H, W) and labels
+    y_all (N,): the recipe of train_classifier (AdamW, one-cycle, shuffled epochs without their last
+    partial batch; a set smaller than a batch is one batch), augmented with `_augment`. Randomness
+    (order, augmentation, and the init unless `net` is given) comes from `g`. Prints a JSON line every
+    `log_every` steps."""
+    from ..data import to_float
+    batch_size = min(batch_size, len(x_all))
+    steps_per_epoch = len(x_all) // batch_size
+    if net is None:
+        with torch.random.fork_rng():  # the init draws from the global RNG: seed it from g, restore it
+            torch.manual_seed(int(torch.randint(2 ** 62, (1,), generator=g)))
+            net = Classifier()
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
+    t0, run_loss = time.time(), 0.0
+    net.train()
+    for step in range(steps):
+        s = step % steps_per_epoch
+        if s == 0:
+            perm = torch.randperm(len(x_all), generator=g)
+        idx = perm[s * batch_size:(s + 1) * batch_size]
+        x = _augment(to_float(x_all[idx]), g, shift=shift, flip=flip, rotate=rotate)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(net(x).float(), y_all[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        run_loss += loss.item()
+        if log_every and (step + 1) % log_every == 0:
+            print(json.dumps({"step": step + 1, "loss": round(run_loss / log_every, 4),
+                              "seconds": round(time.time() - t0, 1)}), flush=True)
+            run_loss = 0.0
+    return net.eval()
+
+
 def train_classifier(data: str, data_dir: str | None, out: str, epochs: int = 6, seed: int = 0,
                      threads: int | None = 2, batch_size: int = 128, lr: float = 3e-3,
                      precision: str = "auto") -> dict:
@@ -168,7 +214,7 @@ def train_classifier(data: str, data_dir: str | None, out: str, epochs: int = 6,
     only where `precision` resolves to it (genlab.precision: auto = where the CPU runs bf16 natively); the reported accuracy is measured in fp32 on the test split with the fp16-rounded weights
     that are shipped. Returns the JSON record.
     """
-    from ..data import load_data, to_float
+    from ..data import load_data
     from ..precision import resolve
     bf16 = resolve(precision).precision == "bf16"
     if threads:
@@ -177,30 +223,10 @@ def train_classifier(data: str, data_dir: str | None, out: str, epochs: int = 6,
     g = torch.Generator().manual_seed(seed)
     train = load_data(data, data_dir=data_dir, split="train")
     test = load_data(data, data_dir=data_dir, split="test")
-    x_all, y_all = train.images, train.labels
-    flip = data.startswith("fashion")
-    net = Classifier()
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
-    steps_per_epoch = len(x_all) // batch_size
-    total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.2)
-    t0 = time.time()
-    for epoch in range(epochs):
-        net.train()
-        perm = torch.randperm(len(x_all), generator=g)
-        run_loss = 0.0
-        for s in range(steps_per_epoch):
-            idx = perm[s * batch_size:(s + 1) * batch_size]
-            x = _augment(to_float(x_all[idx]), g, shift=2, flip=flip)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = F.cross_entropy(net(x).float(), y_all[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            run_loss += loss.item()
-        print(json.dumps({"epoch": epoch + 1, "loss": round(run_loss / steps_per_epoch, 4),
-                          "seconds": round(time.time() - t0, 1)}), flush=True)
+    steps_per_epoch = len(train) // batch_size
+    net = fit(train.images, train.labels, epochs * steps_per_epoch, g, batch_size, lr, shift=2,
+              flip=data.startswith("fashion"), bf16=bf16, log_every=steps_per_epoch,
+              net=Classifier())  # initialised from torch.manual_seed(seed), as the shipped weights were
     # round to the shipped precision before testing, so the recorded accuracy is the shipped one's
     with torch.no_grad():
         for t in net.state_dict().values():
