@@ -2,8 +2,9 @@
 
 Defaults live in the dataclass fields; `add_flags` generates one CLI flag per field; `load_file` reads
 TOML/JSON; `resolve` merges defaults < file < flags and validates, naming the fix for anything wrong.
-A field's metadata may carry `help`, `choices`, `min` (inclusive lower bound) and `budget=True`
-(may change on --resume).
+A field's metadata may carry `help`, `choices`, `min` (inclusive lower bound), `budget=True`
+(may change on --resume) and `parse` (a function str | list -> value, raising UsageError, for the
+list-valued options: the flag is read as a string and parsed with the file's values).
 """
 from __future__ import annotations
 
@@ -26,6 +27,21 @@ from .registry import UsageError
 def opt(default, help="", **meta):
     """A dataclass field with CLI metadata."""
     return field(default=default, metadata={"help": help, **meta})
+
+
+def parse_classes(value) -> list[int]:
+    """--classes "0,1,2" (or a list from a config file / Python) -> sorted distinct ints >= 0."""
+    items = value.split(",") if isinstance(value, str) else \
+        [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    try:
+        if isinstance(items, (str, bytes)) or not items or any(isinstance(c, (bool, float)) for c in items):
+            raise ValueError
+        out = sorted({int(str(c).strip()) for c in items})
+    except (TypeError, ValueError):
+        raise UsageError(f"--classes must be labels separated by commas, e.g. 0,1,2, got {value!r}") from None
+    if out[0] < 0:
+        raise UsageError(f"--classes must be labels >= 0, got {value!r}")
+    return out
 
 
 @dataclass
@@ -54,6 +70,9 @@ class TrainConfig:
     keep_last: int = opt(2, "checkpoints kept on disk", min=1, budget=True)
     eval_every: int = opt(0, "every N steps, score 1,000 samples (FD, class coverage) into "
                              "metrics.jsonl and warn on a coverage collapse (0: never)", min=0, budget=True)
+    classes: list[int] | None = opt(None, "keep only the images with these labels, e.g. 0,1,2 "
+                                    "(labelled data only; labels keep their values)",
+                                    parse=parse_classes, metavar="0,1,2")
     strict: bool = opt(False, "folder data: fail on the first unreadable image instead of skipping "
                               "it (skipped ones are listed in RUN/skipped_images.txt)", budget=True)
 
@@ -87,7 +106,10 @@ def add_flags(parser: argparse.ArgumentParser, cls, title: str):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_ = f"{f.metadata.get('help', '')} (default: {default})"
-        if tp is bool:
+        if "parse" in f.metadata:  # read as text; _check_value parses it (with the file's values)
+            group.add_argument(flag, dest=f.name, type=str, default=argparse.SUPPRESS, help=help_,
+                               metavar=f.metadata.get("metavar", "VALUE"))
+        elif tp is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_)
         else:
@@ -124,6 +146,8 @@ def _check_value(cls, name, value):
         if type(None) not in typing.get_args(tp):
             raise UsageError(f"{flag} needs a value")
         return None
+    if "parse" in f.metadata:
+        return f.metadata["parse"](value)
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, base) or (base is int and isinstance(value, bool)):

@@ -63,7 +63,8 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
     torch.set_num_threads(tcfg.threads or os.cpu_count())
     choice = precision.resolve(tcfg.precision, tcfg.device)  # device exists; bf16 only where native
     device = torch.device(choice.device)
-    ds = load_data(tcfg.data, tcfg.data_dir, "train", tcfg.image_size, tcfg.download, strict=tcfg.strict)
+    ds = load_data(tcfg.data, tcfg.data_dir, "train", tcfg.image_size, tcfg.download, tcfg.classes,
+                   strict=tcfg.strict)
     check_model_size(mcfg, ds.shape, ds.num_classes)  # before allocating: --z-dim 1e8 is 2.5 TB
     torch.manual_seed(tcfg.seed)  # the only seeding: initial weights; data order and noise below
     net = place(mcfg.build(ds.shape, ds.num_classes), device)

@@ -59,6 +59,31 @@ class Autoencoder(Protocol):
 
 
 @runtime_checkable
+class Likelihood(Protocol):
+    """A latent-variable model with a decoder density (the VAE): what the ELBO and the IWAE bound
+    need (metrics/nll.py, apps/anomaly.py). `log_likelihood(x, out)` is log p(x|z) per image (B,) in
+    nats for the decoder output out = decode(z); `elbo(x, generator, samples)` the per-image ELBO (B,)."""
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
+
+    def log_likelihood(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor: ...
+
+    def elbo(self, x: torch.Tensor, generator=None, samples: int = 1) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Adversarial(Protocol):
+    """A GAN's two networks, for scoring real images (apps/anomaly.py): G(z, y) -> x (B, C, H, W) in
+    [-1, 1] and D(x, y) -> logits (B,), y the labels (None for unconditional models)."""
+    G: torch.nn.Module
+    D: torch.nn.Module
+    z_dim: int
+    num_classes: int
+
+
+@runtime_checkable
 class Loaded(Protocol):
     """What `genlab.load` (run.py) records on a model it loads from a run folder."""
     name: str                 # its MODELS name
