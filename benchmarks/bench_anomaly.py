@@ -34,8 +34,8 @@ from genlab.apps.anomaly import anomaly_scores, methods_for
 from genlab.data import load_data, to_float
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-METHOD_OPTIONS = {"elbo": dict(samples=10), "iwae": dict(k=100), "anogan": dict(steps=50, restarts=1),
-                  "disc": {}}
+METHOD_OPTIONS = {"elbo": dict(samples=4), "iwae": dict(k=100), "recon": {},
+                  "anogan": dict(steps=50, restarts=1), "disc": {}}
 
 
 def digits(text: str) -> list[int]:
@@ -75,7 +75,7 @@ def main():
     choice = prec.resolve(args.precision)
     common = {"bench": "anomaly", "protocol": args.protocol, "model": args.model, "steps": args.steps,
               "threads": args.threads, "precision": choice.precision, "seed": args.seed,
-              "model_options": model_opts, "n_test": len(x), "cpu": prec.cpu_name()}
+              "model_options": model_opts, "method_options": METHOD_OPTIONS, "n_test": len(x), "cpu": prec.cpu_name()}
     aurocs: dict[str, list[float]] = {}
     train_s = []
     with tempfile.TemporaryDirectory() as tmp:

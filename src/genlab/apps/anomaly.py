@@ -8,7 +8,9 @@ Likelihood models (the VAE; models.Likelihood):
     tighter estimate of -log p(x); computed by metrics/nll.py's iwae_log_likelihood. Unlike
     `genlab eval`'s NLL (Burda's protocol binarises the test digits), the images are scored as
     given, with the soft-BCE / discretised likelihood the model was trained with, so a score is a
-    deterministic function of the image and the seed.
+    deterministic function of the image, the seed and the batch size (the order of the z draws).
+  * `recon`: the squared reconstruction error ||x - reconstruct(x)||^2 at the posterior mean, the
+    classic autoencoder score (any models.Autoencoder; Sakurada & Yairi 2014);
 GANs (models.Adversarial):
   * `anogan`: AnoGAN (Schlegl et al. 2017, "Unsupervised Anomaly Detection with Generative Adversarial
     Networks to Guide Marker Discovery", section 2.2): find z with G(z) ~ x by `steps` Adam steps on
@@ -33,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from ..metrics.nll import iwae_log_likelihood
-from ..models import Adversarial, Likelihood
+from ..models import Adversarial, Autoencoder, Likelihood
 from ..models.base import eval_mode
 from ..registry import UsageError
 
@@ -47,6 +49,11 @@ def neg_elbo(model, x: torch.Tensor, generator=None, samples: int = 10) -> torch
 def neg_iwae(model, x: torch.Tensor, generator=None, k: int = 100) -> torch.Tensor:
     """-L_k(x) (B,) in nats (Burda et al. 2016), an upper bound on -log p(x) tightening with k."""
     return -iwae_log_likelihood(model, x, k=k, generator=generator, batch=max(k, 1000))
+
+
+def recon_error(model, x: torch.Tensor) -> torch.Tensor:
+    """||x - reconstruct(x)||^2 per image (B,)."""
+    return (x - model.reconstruct(x)).double().pow(2).flatten(1).sum(1)
 
 
 # ---------------------------------------------------------------------------- GANs
@@ -108,6 +115,8 @@ METHODS = {
              lambda m, x, y, g, o: neg_elbo(m, x, g, **o)),
     "iwae": (Likelihood, "a likelihood model (vae)",
              lambda m, x, y, g, o: neg_iwae(m, x, g, **o)),
+    "recon": (Autoencoder, "an autoencoder (vae)",
+              lambda m, x, y, g, o: recon_error(m, x)),
     "anogan": (Adversarial, "a GAN (gan, dcgan, cgan)",
                lambda m, x, y, g, o: anogan_score(m, x, y, g, **o)),
     "disc": (Adversarial, "a GAN (gan, dcgan, cgan)",

@@ -4,8 +4,9 @@ registry-wide tests cover what it registers.
 
 The model contract, written down as Protocols (structural: a model satisfies them by having the
 methods, and `isinstance(model, Autoencoder)` checks it). The training loop needs `Trainable`;
-sampling and evaluation need `Generator`; reconstructions and the NLL need `Autoencoder`; an
-application (genlab/apps/, to come) names the Protocol it needs. Conditional-ness is data:
+sampling and evaluation need `Generator`; reconstructions need `Autoencoder`; the NLL and the
+likelihood anomaly scores need `Likelihood`; GAN anomaly scores (D(x), AnoGAN's inversion) need
+`Adversarial`; an application (genlab/apps/) names the Protocol it needs. Conditional-ness is data:
 `num_classes` (0 = unconditional), never a hasattr check.
 """
 from __future__ import annotations
