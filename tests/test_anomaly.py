@@ -7,7 +7,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import genlab
-import genlab.data
+import genlab.classes
 from conftest import TINY, one_line_error, run_cli
 from genlab.apps.anomaly import anomaly_scores, methods_for
 from genlab.data import load_data, to_float
@@ -28,7 +28,7 @@ def test_classes_keeps_only_those_labels(tiny_npz):
 
 def test_classes_is_a_run_option_saved_and_kept_on_resume(tiny_npz, tmp_path, monkeypatch):
     seen = []
-    real = genlab.data.select_classes
+    real = genlab.classes.select_classes
     monkeypatch.setattr(genlab.data, "select_classes", lambda ds, c: seen.append(c) or real(ds, c))
     run = genlab.train("vae", preset="tiny", max_steps=2, **TINY, data_dir=str(tiny_npz),
                        out=str(tmp_path / "r"), classes=[3, 1])
@@ -100,7 +100,7 @@ def test_scores_shape_determinism_and_no_side_effects(tiny_runs, model, method, 
 def test_default_methods_and_wrong_method(tiny_runs):
     runs, data = tiny_runs
     vae, gan = genlab.load(runs["vae"]), genlab.load(runs["dcgan"])
-    assert methods_for(vae) == ["elbo", "iwae"] and methods_for(gan) == ["anogan", "disc"]
+    assert methods_for(vae) == ["elbo", "iwae", "recon"] and methods_for(gan) == ["anogan", "disc"]
     x = to_float(torch.from_numpy(np.load(data)["images"][:4]))
     with pytest.raises(UsageError, match="--method disc needs a GAN"):
         anomaly_scores(vae, x, "disc")

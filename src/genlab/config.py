@@ -21,27 +21,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .precision import DEVICES, PRECISIONS
+from .classes import parse_classes
 from .registry import UsageError
 
 
 def opt(default, help="", **meta):
     """A dataclass field with CLI metadata."""
     return field(default=default, metadata={"help": help, **meta})
-
-
-def parse_classes(value) -> list[int]:
-    """--classes "0,1,2" (or a list from a config file / Python) -> sorted distinct ints >= 0."""
-    items = value.split(",") if isinstance(value, str) else \
-        [value] if isinstance(value, int) and not isinstance(value, bool) else value
-    try:
-        if isinstance(items, (str, bytes)) or not items or any(isinstance(c, (bool, float)) for c in items):
-            raise ValueError
-        out = sorted({int(str(c).strip()) for c in items})
-    except (TypeError, ValueError):
-        raise UsageError(f"--classes must be labels separated by commas, e.g. 0,1,2, got {value!r}") from None
-    if out[0] < 0:
-        raise UsageError(f"--classes must be labels >= 0, got {value!r}")
-    return out
 
 
 @dataclass

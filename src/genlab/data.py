@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .classes import select_classes
 from .images import IMAGE_EXTS, BadImage, read_idx, read_image
 from .registry import Registry, UsageError
 
@@ -69,12 +70,10 @@ def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
     return torch.cat(out)
 
 
-def load_data(name: str, data_dir: str | None = None, split: str = "train",
-              image_size: int | None = None, download: bool = False, classes=None,
-              **options) -> Dataset:
-    """Load a registered data source, resized to `image_size` (None keeps its native size), keeping
-    only the labels in `classes` (None: all; see select_classes). `options` go to the sources that
-    take them (e.g. folder's strict) and are ignored by the others."""
+def load_data(name: str, data_dir: str | None = None, split: str = "train", image_size: int | None = None,
+              download: bool = False, classes=None, **options) -> Dataset:
+    """Load a registered data source: `classes` (None: all) kept, resized to `image_size` (None: native).
+    `options` go to the sources that take them (e.g. folder's strict) and are ignored by the others."""
     if split not in ("train", "test"):
         raise UsageError(f"unknown split {split!r}; use train or test")
     source = DATA[name]
@@ -93,30 +92,6 @@ def load_data(name: str, data_dir: str | None = None, split: str = "train",
                          f"(at most {MAX_DATA_BYTES / 2**30:.0f} GiB): choose a smaller --image-size")
     ds = select_classes(ds, classes)
     ds.images = resize(ds.images, image_size)
-    return ds
-
-
-def select_classes(ds: Dataset, classes) -> Dataset:
-    """The images of `ds` whose label is in `classes` (--classes; e.g. one MNIST digit as the normal
-    class of an anomaly detector). Labels keep their values and `num_classes` is unchanged, so a
-    conditional model still reads label k as class k. One-line errors for unlabelled data and for a
-    class the data does not have."""
-    if classes is None:
-        return ds
-    from .config import parse_classes
-    keep_labels = torch.tensor(parse_classes(classes))
-    present = sorted(set(ds.labels.unique().tolist()) - {-1})
-    if not present:
-        raise UsageError(f"--classes needs labelled data, and {ds.name} has no labels; drop --classes "
-                         f"(or use a folder with one sub-folder per class)")
-    missing = [c for c in keep_labels.tolist() if c not in present]
-    if missing:
-        have = f"{present[0]}..{present[-1]}" if present == list(range(present[0], present[-1] + 1)) \
-            else ",".join(map(str, present))
-        raise UsageError(f"--classes {','.join(map(str, missing))}: not a label of {ds.name} "
-                         f"(its labels: {have})")
-    keep = torch.isin(ds.labels, keep_labels)
-    ds.images, ds.labels = ds.images[keep], ds.labels[keep]
     return ds
 
 
