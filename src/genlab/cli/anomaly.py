@@ -16,8 +16,8 @@ def anomaly(argv: list[str]) -> None:
     s.add_argument("--input", required=True, help="FILE.npz with `images` uint8 (N, C, H, W) or "
                    "(N, H, W) and optional `labels` (N,)")
     s.add_argument("--out", required=True, help="FILE.npz to write: scores, method, labels")
-    s.add_argument("--method", choices=list(METHODS), help="default: elbo for a vae, anogan for a GAN "
-                   "(measured best; README 'Anomaly detection')")
+    s.add_argument("--method", choices=list(METHODS), help="default: recon for a vae (measured best; "
+                   "README 'Anomaly detection'), anogan for a GAN")
     s.add_argument("--seed", type=int, default=0, help="seed of the scores' randomness (z draws)")
     s.add_argument("--batch-size", type=int, default=500)
     args = s.parse_args(argv)
