@@ -125,7 +125,7 @@ METHODS = {
 # the default of each family. VAE: recon, measured best on MNIST (README "Anomaly detection", 600
 # steps): mean AUROC 0.955 vs 0.885 for the -ELBO with one digit normal, 0.68 vs 0.64 with one held
 # out; the Bernoulli likelihood favours thin, low-ink digits (1s) whatever the training digit.
-# GANs: AnoGAN, the published method (Schlegl et al. 2017).
+# GANs: AnoGAN (Schlegl et al. 2017): 0.969 vs 0.953 for -D(x) on digit 0, the one GAN run measured.
 DEFAULTS = ("recon", "anogan")
 
 
