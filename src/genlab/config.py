@@ -2,8 +2,9 @@
 
 Defaults live in the dataclass fields; `add_flags` generates one CLI flag per field; `load_file` reads
 TOML/JSON; `resolve` merges defaults < file < flags and validates, naming the fix for anything wrong.
-A field's metadata may carry `help`, `choices`, `min` (inclusive lower bound) and `budget=True`
-(may change on --resume).
+A field's metadata may carry `help`, `choices`, `min` (inclusive lower bound), `budget=True`
+(may change on --resume) and `parse` (a function str | list -> value, raising UsageError, for the
+list-valued options: the flag is read as a string and parsed with the file's values).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .precision import DEVICES, PRECISIONS
+from .classes import parse_classes
 from .registry import UsageError
 
 
@@ -54,6 +56,9 @@ class TrainConfig:
     keep_last: int = opt(2, "checkpoints kept on disk", min=1, budget=True)
     eval_every: int = opt(0, "every N steps, score 1,000 samples (FD, class coverage) into "
                              "metrics.jsonl and warn on a coverage collapse (0: never)", min=0, budget=True)
+    classes: list[int] | None = opt(None, "keep only the images with these labels, e.g. 0,1,2 "
+                                    "(labelled data only; labels keep their values)",
+                                    parse=parse_classes, metavar="0,1,2")
     strict: bool = opt(False, "folder data: fail on the first unreadable image instead of skipping "
                               "it (skipped ones are listed in RUN/skipped_images.txt)", budget=True)
 
@@ -87,7 +92,10 @@ def add_flags(parser: argparse.ArgumentParser, cls, title: str):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_ = f"{f.metadata.get('help', '')} (default: {default})"
-        if tp is bool:
+        if "parse" in f.metadata:  # read as text; _check_value parses it (with the file's values)
+            group.add_argument(flag, dest=f.name, type=str, default=argparse.SUPPRESS, help=help_,
+                               metavar=f.metadata.get("metavar", "VALUE"))
+        elif tp is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_)
         else:
@@ -124,6 +132,8 @@ def _check_value(cls, name, value):
         if type(None) not in typing.get_args(tp):
             raise UsageError(f"{flag} needs a value")
         return None
+    if "parse" in f.metadata:
+        return f.metadata["parse"](value)
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, base) or (base is int and isinstance(value, bool)):

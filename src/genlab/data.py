@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .classes import select_classes
 from .images import IMAGE_EXTS, BadImage, read_idx, read_image
 from .registry import Registry, UsageError
 
@@ -71,10 +72,10 @@ def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
     return torch.cat(out)
 
 
-def load_data(name: str, data_dir: str | None = None, split: str = "train",
-              image_size: int | None = None, download: bool = False, **options) -> Dataset:
-    """Load a registered data source, resized to `image_size` (None keeps its native size). `options`
-    go to the sources that take them (e.g. folder's strict) and are ignored by the others."""
+def load_data(name: str, data_dir: str | None = None, split: str = "train", image_size: int | None = None,
+              download: bool = False, classes=None, **options) -> Dataset:
+    """Load a registered data source: `classes` (None: all) kept, resized to `image_size` (None: native).
+    `options` go to the sources that take them (e.g. folder's strict) and are ignored by the others."""
     if split not in ("train", "test"):
         raise UsageError(f"unknown split {split!r}; use train or test")
     source = DATA[name]
@@ -96,6 +97,7 @@ def load_data(name: str, data_dir: str | None = None, split: str = "train",
         raise UsageError(f"{len(ds):,} images at {image_size}x{image_size} take "
                          f"{len(ds) * ds.images.shape[1] * image_size ** 2 / 2**30:.1f} GiB in memory "
                          f"(at most {MAX_DATA_BYTES / 2**30:.0f} GiB): choose a smaller --image-size")
+    ds = select_classes(ds, classes)
     ds.images = resize(ds.images, image_size)
     return ds
 

@@ -76,7 +76,8 @@ def _train(world, model, resume, overwrite, config_file, preset, quiet, options)
     choice = precision.resolve(tcfg.precision, tcfg.device)  # device exists; bf16 only where native
     device = world.device(choice.device)
     world.check_batch(mcfg.batch_size)  # the global batch, split evenly over the processes
-    ds = load_data(tcfg.data, tcfg.data_dir, "train", tcfg.image_size, tcfg.download, strict=tcfg.strict)
+    ds = load_data(tcfg.data, tcfg.data_dir, "train", tcfg.image_size, tcfg.download, tcfg.classes,
+                   strict=tcfg.strict)
     check_model_size(mcfg, ds.shape, ds.num_classes)  # before allocating: --z-dim 1e8 is 2.5 TB
     torch.manual_seed(tcfg.seed)  # the only seeding: initial weights; data order and noise below
     net = place(mcfg.build(ds.shape, ds.num_classes), device)

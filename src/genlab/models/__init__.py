@@ -4,9 +4,10 @@ registry-wide tests cover what it registers.
 
 The model contract, written down as Protocols (structural: a model satisfies them by having the
 methods, and `isinstance(model, Autoencoder)` checks it). The training loop needs `Trainable`;
-sampling and evaluation need `Generator`; reconstructions and the NLL need `Autoencoder`; an
-application (genlab/apps/) names the Protocol it needs (`SoftLabels`, `Discriminator` for the latent
-walks and maps). Conditional-ness is data:
+sampling and evaluation need `Generator`; reconstructions need `Autoencoder`; the NLL and the
+likelihood anomaly scores need `Likelihood`; GAN anomaly scores (D(x), AnoGAN's inversion) need
+`Adversarial`; latent walks and maps need `SoftLabels` and `Discriminator`; an application
+(genlab/apps/) names the Protocol it needs. Conditional-ness is data:
 `num_classes` (0 = unconditional), never a hasattr check.
 """
 from __future__ import annotations
@@ -75,6 +76,31 @@ class Discriminator(Protocol):
     last linear layer reads) describe real images: the latent map of a GAN (apps/embed.py)."""
 
     def d_features(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Likelihood(Protocol):
+    """A latent-variable model with a decoder density (the VAE): what the ELBO and the IWAE bound
+    need (metrics/nll.py, apps/anomaly.py). `log_likelihood(x, out)` is log p(x|z) per image (B,) in
+    nats for the decoder output out = decode(z); `elbo(x, generator, samples)` the per-image ELBO (B,)."""
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
+
+    def log_likelihood(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor: ...
+
+    def elbo(self, x: torch.Tensor, generator=None, samples: int = 1) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Adversarial(Protocol):
+    """A GAN's two networks, for scoring real images (apps/anomaly.py): G(z, y) -> x (B, C, H, W) in
+    [-1, 1] and D(x, y) -> logits (B,), y the labels (None for unconditional models)."""
+    G: torch.nn.Module
+    D: torch.nn.Module
+    z_dim: int
+    num_classes: int
 
 
 @runtime_checkable

@@ -1,0 +1,109 @@
+"""Anomaly detection on MNIST: per-digit AUROC of genlab's anomaly scores (apps/anomaly.py).
+
+Two protocols, never mixed:
+  a  one digit is normal: the model is trained on that digit's MNIST train images (--classes d) and
+     scores the whole MNIST test split; the other nine digits are the anomalies (the one-class setting
+     of Deep SVDD, Ruff et al. 2018: mean AUROC 0.948; OCGAN, Perera et al. 2019: 0.975; AnoGAN 0.937
+     as reported there);
+  b  one digit is the anomaly: trained on the other nine digits' train images, scored on the whole
+     test split, the held-out digit positive (GANomaly, Akcay et al. 2018; digit 1 is the hard case).
+Positives = anomalies, so AUROC (scikit-learn's roc_auc_score) is P(score(anomaly) > score(normal)).
+One JSON line per (protocol, digit, model): training steps and seconds, scoring seconds and AUROC of
+every method the model supports; then one summary line per (protocol, model) with the mean AUROC.
+Each model trains with the run's seed on 1 thread by default, `--max-steps` fixed (results do not
+depend on the machine's load; seconds do).
+
+    PYTHONPATH=src python benchmarks/bench_anomaly.py --protocol a [--digits 0-9] [--model vae]
+        [--steps 3000] [--threads 1] [--data-dir ../shared/data/mnist] [--set z_dim=8 ...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+import genlab
+from genlab import precision as prec
+from genlab.apps.anomaly import anomaly_scores, methods_for
+from genlab.data import load_data, to_float
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+METHOD_OPTIONS = {"elbo": dict(samples=4), "iwae": dict(k=100), "recon": {},
+                  "anogan": dict(steps=50, restarts=1), "disc": {}}
+
+
+def digits(text: str) -> list[int]:
+    if "-" in text:
+        lo, hi = map(int, text.split("-"))
+        return list(range(lo, hi + 1))
+    return [int(d) for d in text.split(",")]
+
+
+def value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--protocol", choices=("a", "b"), required=True)
+    p.add_argument("--digits", type=digits, default=list(range(10)))
+    p.add_argument("--model", default="vae")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", help="comma-separated (default: all the model supports)")
+    p.add_argument("--n-test", type=int, help="score only the first N test images (slow methods)")
+    p.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model options")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    model_opts = {k: value(v) for k, v in (s.split("=", 1) for s in args.set)}
+    test = load_data("mnist", args.data_dir, "test")
+    x, y = to_float(test.images[:args.n_test]), test.labels[:args.n_test].numpy()
+    choice = prec.resolve(args.precision)
+    common = {"bench": "anomaly", "protocol": args.protocol, "model": args.model, "steps": args.steps,
+              "threads": args.threads, "precision": choice.precision, "seed": args.seed,
+              "model_options": model_opts, "method_options": METHOD_OPTIONS, "n_test": len(x), "cpu": prec.cpu_name()}
+    aurocs: dict[str, list[float]] = {}
+    train_s = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for d in args.digits:
+            classes = [d] if args.protocol == "a" else [c for c in range(10) if c != d]
+            t0 = time.perf_counter()
+            run = genlab.train(args.model, data="mnist", data_dir=args.data_dir, classes=classes,
+                               max_steps=args.steps, threads=args.threads, precision=args.precision,
+                               seed=args.seed, out=f"{tmp}/{d}", sample_every=0, ckpt_every=0,
+                               log_every=args.steps, quiet=True, **model_opts)
+            t_train = time.perf_counter() - t0
+            train_s.append(t_train)
+            model = genlab.load(run)
+            anomalous = (y != d) if args.protocol == "a" else (y == d)
+            line = {**common, "digit": d, "train_seconds": round(t_train, 1), "auroc": {},
+                    "score_seconds": {}}
+            for m in (args.methods.split(",") if args.methods else methods_for(model)):
+                g = torch.Generator().manual_seed(args.seed)
+                t0 = time.perf_counter()
+                s, _ = anomaly_scores(model, x, m, g, labels=torch.as_tensor(y), **METHOD_OPTIONS[m])
+                line["score_seconds"][m] = round(time.perf_counter() - t0, 1)
+                line["auroc"][m] = round(float(roc_auc_score(anomalous, s)), 4)
+                aurocs.setdefault(m, []).append(line["auroc"][m])
+            print(json.dumps(line), flush=True)
+    print(json.dumps({**common, "digits": args.digits, "summary": True,
+                      "mean_auroc": {m: round(float(np.mean(v)), 4) for m, v in aurocs.items()},
+                      "mean_train_seconds": round(float(np.mean(train_s)), 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""--classes (data selection) and anomaly scores (apps/anomaly.py, `genlab anomaly`)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+import genlab
+import genlab.classes
+from conftest import TINY, one_line_error, run_cli
+from genlab.apps.anomaly import anomaly_scores, methods_for
+from genlab.data import load_data, to_float
+from genlab.registry import UsageError
+
+
+# ------------------------------------------------------------------------------------- --classes
+def test_classes_keeps_only_those_labels(tiny_npz):
+    y = np.load(tiny_npz)["labels"]
+    ds = load_data("npz", str(tiny_npz), classes=[3, 1])
+    assert sorted(set(ds.labels.tolist())) == [1, 3]
+    assert len(ds) == int(np.isin(y, [1, 3]).sum()) == len(ds.images)
+    assert ds.num_classes == 10                               # labels keep their values
+    x = np.load(tiny_npz)["images"]
+    assert torch.equal(ds.images, torch.from_numpy(x[np.isin(y, [1, 3])]))
+    assert len(load_data("npz", str(tiny_npz), classes="1, 3,1")) == len(ds)  # the flag's text form
+
+
+def test_classes_is_a_run_option_saved_and_kept_on_resume(tiny_npz, tmp_path, monkeypatch):
+    seen = []
+    real = genlab.classes.select_classes
+    monkeypatch.setattr(genlab.data, "select_classes", lambda ds, c: seen.append(c) or real(ds, c))
+    run = genlab.train("vae", preset="tiny", max_steps=2, **TINY, data_dir=str(tiny_npz),
+                       out=str(tmp_path / "r"), classes=[3, 1])
+    assert json.loads((run / "config.json").read_text())["train"]["classes"] == [1, 3]
+    genlab.train(resume=True, out=str(run), max_steps=3, quiet=True)
+    assert seen == [[1, 3], [1, 3]]                            # the resumed run loads the same digits
+    with pytest.raises(UsageError, match="differs from the saved run"):
+        genlab.train(resume=True, out=str(run), max_steps=4, classes=[2], quiet=True)
+    # one class of tiny_npz is 7 images: the filter really reaches the loop
+    with pytest.raises(UsageError, match=r"larger than the data \(7 images\)"):
+        genlab.train("vae", preset="tiny", max_steps=1, **TINY, data_dir=str(tiny_npz),
+                     out=str(tmp_path / "one"), classes=[1])
+
+
+@pytest.mark.parametrize("value, match", [
+    ("0,x", "labels separated by commas"), ("", "labels separated by commas"),
+    ("1.5", "labels separated by commas"), ("-1", "labels >= 0"), ("12", "not a label of npz (its labels: 0..9)"),
+])
+def test_classes_bad_values_one_line(capsys, tiny_npz, tmp_path, value, match):
+    one_line_error(capsys, "train", "vae", "--preset", "tiny", "--data", "npz", "--data-dir", tiny_npz,
+                   "--out", tmp_path / "r", f"--classes={value}", match=match)
+    assert not (tmp_path / "r").exists()                      # refused before the run folder is made
+
+
+def test_classes_on_unlabelled_data(capsys, tmp_path):
+    p = tmp_path / "u.npz"
+    np.savez(p, images=np.zeros((16, 1, 28, 28), np.uint8))
+    one_line_error(capsys, "train", "vae", "--preset", "tiny", "--data", "npz", "--data-dir", p,
+                   "--out", tmp_path / "r", "--classes", "0", match="needs labelled data")
+    with pytest.raises(UsageError, match="labels separated by commas"):
+        genlab.train("vae", preset="tiny", data="npz", data_dir=str(p), classes=[True], quiet=True)
+
+
+# ------------------------------------------------------------------------------------- scores
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """A tiny VAE and a tiny DCGAN trained for 3 steps on 64 made-up 28x28 images."""
+    root = tmp_path_factory.mktemp("anomaly")
+    rng = np.random.default_rng(0)
+    data = root / "d.npz"
+    np.savez(data, images=rng.integers(0, 255, (64, 1, 28, 28), dtype=np.uint8), labels=np.arange(64) % 10)
+    runs = {m: genlab.train(m, preset="tiny", max_steps=3, **TINY, data_dir=str(data), out=str(root / m))
+            for m in ("vae", "dcgan")}
+    return runs, data
+
+
+@pytest.mark.parametrize("model, method, opts", [
+    ("vae", "elbo", {}), ("vae", "iwae", {"k": 5}), ("vae", "recon", {}), ("dcgan", "anogan", {"steps": 3}),
+    ("dcgan", "disc", {})])
+def test_scores_shape_determinism_and_no_side_effects(tiny_runs, model, method, opts):
+    runs, data = tiny_runs
+    m = genlab.load(runs[model])
+    x = to_float(torch.from_numpy(np.load(data)["images"][:20]))
+    m.train()                                                 # the mode a caller left it in
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    s1, name = anomaly_scores(m, x, method, torch.Generator().manual_seed(1), batch_size=7, **opts)
+    assert name == method and s1.shape == (20,) and s1.dtype == np.float64 and np.isfinite(s1).all()
+    assert m.training                                         # restored; scored in eval mode (below)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())  # BN stats and weights
+    s2, _ = anomaly_scores(m, x, method, torch.Generator().manual_seed(1), batch_size=7, **opts)
+    assert np.array_equal(s1, s2)                             # same seed (and batching): same scores
+    m.eval()
+    s3, _ = anomaly_scores(m, x, method, torch.Generator().manual_seed(1), batch_size=7, **opts)
+    np.testing.assert_allclose(s1, s3, rtol=1e-5)             # train mode or not: eval-mode scores
+    if method not in ("disc", "recon"):                       # the stochastic ones depend on the seed
+        s4, _ = anomaly_scores(m, x, method, torch.Generator().manual_seed(2), **opts)
+        assert not np.allclose(s1, s4)
+
+
+def test_default_methods_and_wrong_method(tiny_runs):
+    runs, data = tiny_runs
+    vae, gan = genlab.load(runs["vae"]), genlab.load(runs["dcgan"])
+    assert methods_for(vae) == ["recon", "elbo", "iwae"] and methods_for(gan) == ["anogan", "disc"]
+    x = to_float(torch.from_numpy(np.load(data)["images"][:4]))
+    with pytest.raises(UsageError, match="--method disc needs a GAN"):
+        anomaly_scores(vae, x, "disc")
+    with pytest.raises(UsageError, match=r"do not fit this model's \(1, 28, 28\)"):
+        anomaly_scores(vae, x[:, :, :14, :14])
+
+
+def test_iwae_bound_is_tighter_than_the_elbo(tiny_runs):
+    """Burda et al. 2016, theorem 1: E[L_k] >= E[L_1] = ELBO, so mean -L_k <= mean -ELBO."""
+    runs, data = tiny_runs
+    m = genlab.load(runs["vae"])
+    x = to_float(torch.from_numpy(np.load(data)["images"]))
+    elbo, _ = anomaly_scores(m, x, "elbo", torch.Generator().manual_seed(0), samples=50)
+    iwae, _ = anomaly_scores(m, x, "iwae", torch.Generator().manual_seed(0), k=50)
+    assert iwae.mean() < elbo.mean()
+    np.testing.assert_allclose(elbo, -m.elbo(x, torch.Generator().manual_seed(0), 50).double().numpy())
+
+
+# ------------------------------------------------------------------------------------- the CLI
+def test_cli_writes_scores(capsys, tiny_runs, tmp_path):
+    runs, data = tiny_runs
+    out = tmp_path / "s.npz"
+    code, stdout, err = run_cli(capsys, "anomaly", runs["vae"], "--input", data, "--out", out, "--seed", "3")
+    assert code == 0, err
+    assert stdout.strip() == str(out)
+    with np.load(out, allow_pickle=False) as f:
+        assert f["scores"].shape == (64,) and str(f["method"]) == "recon"
+        assert np.array_equal(f["labels"], np.arange(64) % 10)
+        first = f["scores"]
+    run_cli(capsys, "anomaly", runs["vae"], "--input", data, "--out", out, "--seed", "3")
+    assert np.array_equal(np.load(out)["scores"], first)    # same seed, same scores
+    grey = tmp_path / "hw.npz"                                # (N, H, W) input, no labels
+    np.savez(grey, images=np.load(data)["images"][:5, 0])
+    code, _, err = run_cli(capsys, "anomaly", runs["dcgan"], "--input", grey, "--out", out,
+                           "--method", "disc")
+    assert code == 0, err
+    with np.load(out) as f:
+        assert f["scores"].shape == (5,) and str(f["method"]) == "disc" and "labels" not in f.files
+
+
+def test_cli_bad_inputs_one_line(capsys, tiny_runs, tmp_path):
+    runs, data = tiny_runs
+    run, out = runs["vae"], tmp_path / "s.npz"
+    (tmp_path / "text.npz").write_text("not an npz")
+    np.savez(tmp_path / "rgb.npz", images=np.zeros((2, 3, 28, 28), np.uint8))
+    np.savez(tmp_path / "small.npz", images=np.zeros((2, 1, 14, 14), np.uint8))
+    np.savez(tmp_path / "float.npz", images=np.zeros((2, 1, 28, 28), np.float32))
+    for argv, match in [
+        (["--input", tmp_path / "none.npz", "--out", out], "not found"),
+        (["--input", tmp_path / "text.npz", "--out", out], "could not be read as a plain npz"),
+        (["--input", tmp_path / "rgb.npz", "--out", out], "(3, 28, 28) do not fit"),
+        (["--input", tmp_path / "small.npz", "--out", out], "(1, 14, 14) do not fit"),
+        (["--input", tmp_path / "float.npz", "--out", out], "must be non-empty uint8"),
+        (["--input", data, "--out", tmp_path / "no" / "s.npz"], "does not exist"),
+        (["--input", data, "--out", tmp_path / "s.csv"], "must end in .npz"),
+        (["--input", data, "--out", out, "--method", "anogan"], "needs a GAN"),
+        (["--input", data, "--out", out, "--method", "nope"], "invalid choice"),
+        (["--input", data, "--out", out, "--batch-size", "0"], "--batch-size must be >= 1"),
+    ]:
+        one_line_error(capsys, "anomaly", run, *argv, match=match)
+    one_line_error(capsys, "anomaly", tmp_path / "norun", "--input", data, "--out", out, match="no checkpoint")
+    assert not out.exists()
+    out.mkdir()                                               # the out path is a folder: unwritable
+    one_line_error(capsys, "anomaly", run, "--input", data, "--out", out, match="cannot write")
+
+
+# ------------------------------------------------------------------------------------- real digits
+def test_vae_on_digits_scores_foreign_images_higher(mnist_dir, tmp_path):
+    """A VAE trained briefly on real digits (mnist-5k, shipped) ranks inverted digits and uniform noise
+    above 300 held-out MNIST test digits: AUROC >= 0.99 each."""
+    run = genlab.train("vae", data="mnist-5k", max_steps=150, threads=1, precision="fp32", seed=0,
+                       sample_every=0, ckpt_every=0, log_every=150, quiet=True, out=str(tmp_path / "v"))
+    m = genlab.load(run)
+    normal = load_data("mnist", str(mnist_dir), "test").images[:300]
+    noise = torch.randint(0, 256, normal.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    s_normal, s_inv, s_noise = (anomaly_scores(m, to_float(u), generator=torch.Generator().manual_seed(0))[0]
+                                for u in (normal, 255 - normal, noise))
+    for foreign in (s_inv, s_noise):
+        auroc = roc_auc_score(np.r_[np.zeros(300), np.ones(300)], np.r_[s_normal, foreign])
+        assert auroc >= 0.99, auroc
