@@ -1,12 +1,31 @@
-"""Class selection, `--classes 0,1,2` (a TrainConfig option): training on some labels of a labelled
+"""Labels a model can use (`check_labels`, applied to every data source when it is loaded) and class
+selection, `--classes 0,1,2` (a TrainConfig option): training on some labels of a labelled
 data set only, e.g. one MNIST digit as the normal class of an anomaly detector (apps/anomaly.py,
 the one-class protocol of Ruff et al. 2018) or nine of them with the tenth held out (Akcay et al.
 2018). Labels keep their values, so a conditional model still reads label k as class k."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .registry import UsageError
+
+MAX_CLASSES = 1000  # a label is an embedding row: label 10**9 would allocate gigabytes
+
+
+def check_labels(labels, name: str) -> np.ndarray:
+    """Labels a model can use, as int64: whole numbers (bool, int, or integral floats), -1 for an
+    unlabelled image, classes 0..MAX_CLASSES-1. One-line UsageError naming the fix otherwise."""
+    y = np.asarray(labels)
+    if y.dtype.kind not in "biuf":
+        raise UsageError(f"{name} labels must be integers, got {y.dtype} values")
+    if y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all()):
+        raise UsageError(f"{name} labels must be whole numbers (class indices), got e.g. "
+                         f"{y[~(np.isfinite(y) & (y == np.round(y)))][0]}")
+    if len(y) and (y.min() < -1 or y.max() >= MAX_CLASSES):
+        raise UsageError(f"{name} labels must be class indices 0..{MAX_CLASSES - 1} (-1 = unlabelled), "
+                         f"got {y.min():g}..{y.max():g}: renumber the classes")
+    return y.astype(np.int64)
 
 
 def parse_classes(value) -> list[int]:

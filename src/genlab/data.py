@@ -20,17 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .classes import select_classes
-from .images import IMAGE_EXTS, BadImage, read_idx, read_image
+from .classes import check_labels, select_classes
+from .images import IMAGE_EXTS, BadImage, read_idx, read_image, resize
 from .registry import Registry, UsageError
 
 DATA = Registry("data source")
 ASSETS = Path(__file__).parent / "assets"
 MAX_IMAGE_SIZE = 512           # genlab's networks are built for 28-128 px
 MAX_DATA_BYTES = 8 * 2 ** 30   # data sets are held in memory as uint8
-MAX_CLASSES = 1000             # a label is an embedding row: label 10**9 would allocate gigabytes
 DEFAULT_ROOT = Path(os.environ.get("GENLAB_DATA", Path.home() / ".cache" / "genlab" / "data"))
 
 
@@ -58,18 +56,6 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """float [-1, 1] -> uint8, round((x + 1) * 127.5)."""
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round_().to(torch.uint8)
-
-
-def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
-    """Resize uint8 (N, C, H, W) to (size, size): bilinear with antialias, the one rule genlab uses."""
-    if size is None or images.shape[-2:] == (size, size):
-        return images
-    out = []
-    for chunk in images.split(4096):
-        y = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True,
-                          align_corners=False)
-        out.append(y.round_().clamp_(0, 255).to(torch.uint8))
-    return torch.cat(out)
 
 
 def load_data(name: str, data_dir: str | None = None, split: str = "train", image_size: int | None = None,
@@ -114,21 +100,6 @@ def _with_labels(images: np.ndarray, labels: np.ndarray | None, name: str) -> Da
                       f"counts as unlabelled (conditional models refuse it)")
     k = int(y.max()) + 1 if not unlabelled else 0
     return Dataset(x, y, name, num_classes=k)
-
-
-def check_labels(labels, name: str) -> np.ndarray:
-    """Labels a model can use, as int64: whole numbers (bool, int, or integral floats), -1 for an
-    unlabelled image, classes 0..MAX_CLASSES-1. One-line UsageError naming the fix otherwise."""
-    y = np.asarray(labels)
-    if y.dtype.kind not in "biuf":
-        raise UsageError(f"{name} labels must be integers, got {y.dtype} values")
-    if y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all()):
-        raise UsageError(f"{name} labels must be whole numbers (class indices), got e.g. "
-                         f"{y[~(np.isfinite(y) & (y == np.round(y)))][0]}")
-    if len(y) and (y.min() < -1 or y.max() >= MAX_CLASSES):
-        raise UsageError(f"{name} labels must be class indices 0..{MAX_CLASSES - 1} (-1 = unlabelled), "
-                         f"got {y.min():g}..{y.max():g}: renumber the classes")
-    return y.astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------- IDX files

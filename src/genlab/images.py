@@ -1,12 +1,14 @@
 """Reading image files into uint8 arrays: IDX files (MNIST's format) and any single image Pillow
 decodes, robustly (the folder data source reads files with it: every way a file can be broken is a
-one-line BadImage)."""
+one-line BadImage); and `resize`, the one rule genlab resizes uint8 images with."""
 from __future__ import annotations
 
 import gzip
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from .registry import UsageError
 
@@ -83,3 +85,15 @@ def _to_rgb(im):
         rgba = im.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
     return im.convert("RGB")
+
+
+def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Resize uint8 (N, C, H, W) to (size, size): bilinear with antialias, the one rule genlab uses."""
+    if size is None or images.shape[-2:] == (size, size):
+        return images
+    out = []
+    for chunk in images.split(4096):
+        y = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True,
+                          align_corners=False)
+        out.append(y.round_().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out)

@@ -8,7 +8,7 @@
 Input rule (for every extractor): images must be uint8 in [0, 255], shaped (N, C, H, W) with C in
 {1, 3} or (N, H, W). For the domain classifiers, RGB becomes grey by ITU-R BT.601 luma,
 Y = 0.299 R + 0.587 G + 0.114 B (rounded to uint8); then images that are not 28x28 are resized to 28x28
-with `genlab.data.resize` (bilinear with antialias). Other extractors state their own rule in their
+with `genlab.images.resize` (bilinear with antialias). Other extractors state their own rule in their
 `Extractor.input_rule`. Float generator output goes through `genlab.data.to_uint8` first, the same
 quantisation `genlab sample --out x.npz` applies, so on-the-fly and saved samples score the same.
 
@@ -25,7 +25,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..data import resize, to_float
+from ..data import to_float
+from ..images import resize
 from ..registry import Registry, UsageError
 
 FEATURES = Registry("feature extractor")
