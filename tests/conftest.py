@@ -16,17 +16,20 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
-@pytest.fixture
-def tiny_npz(tmp_path) -> Path:
+def make_tiny_npz(path: Path) -> Path:
     """64 labelled 28x28 images made here: class k is a bright k-th horizontal band on noise."""
     rng = np.random.default_rng(0)
     x = rng.integers(0, 40, size=(64, 1, 28, 28), dtype=np.uint8)
     y = np.arange(64) % 10
     for i, k in enumerate(y):
         x[i, 0, 2 * k + 4:2 * k + 7] = 250
-    p = tmp_path / "tiny.npz"
-    np.savez(p, images=x, labels=y)
-    return p
+    np.savez(path, images=x, labels=y)
+    return path
+
+
+@pytest.fixture
+def tiny_npz(tmp_path) -> Path:
+    return make_tiny_npz(tmp_path / "tiny.npz")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import genlab
-from conftest import TINY, one_line_error, run_cli
+from conftest import TINY, make_tiny_npz, one_line_error, run_cli
 from genlab.apps.augment import augment, class_names
 from genlab.registry import UsageError
 
@@ -127,12 +127,7 @@ def runs(tmp_path_factory):
     """A tiny conditional (cgan) and unconditional (gan) run on the conftest tiny data; the cgan gets 20
     steps: at 2 its images are a flat grey that uint8 rounding makes the same for every seed."""
     d = tmp_path_factory.mktemp("runs")
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 40, size=(64, 1, 28, 28), dtype=np.uint8)
-    y = np.arange(64) % 10
-    for i, k in enumerate(y):
-        x[i, 0, 2 * k + 4:2 * k + 7] = 250
-    np.savez(d / "tiny.npz", images=x, labels=y)
+    make_tiny_npz(d / "tiny.npz")
     return {name: genlab.train(name, preset="tiny", max_steps=steps, **TINY, data_dir=str(d / "tiny.npz"),
                                out=str(d / name), threads=1) for name, steps in (("cgan", 20), ("gan", 2))}
 

@@ -9,12 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 import genlab
-from conftest import TINY
+from conftest import TINY, make_tiny_npz
 
 CHROMIUM = "/usr/bin/chromium"
 # slow: three real servers and a browser, ~35 s of CPU (2 min on the loaded 2-core machine)
@@ -37,12 +36,7 @@ def runs(tmp_path_factory) -> dict:
     """Tiny runs: gan and vae 2 steps; cgan 20 (at 2 steps its DCGAN-initialised G still draws the
     same grey image for every class, N(0, 0.02) weights)."""
     d = tmp_path_factory.mktemp("runs")
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 40, size=(64, 1, 28, 28), dtype=np.uint8)
-    y = np.arange(64) % 10
-    for i, k in enumerate(y):
-        x[i, 0, 2 * k + 4:2 * k + 7] = 250
-    np.savez(d / "tiny.npz", images=x, labels=y)
+    make_tiny_npz(d / "tiny.npz")
     torch.set_num_threads(1)
     steps = {"gan": 2, "cgan": 20, "vae": 2}
     return {m: Path(genlab.train(m, preset="tiny", max_steps=s, **TINY, data_dir=str(d / "tiny.npz"),

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import genlab
-from conftest import TINY, one_line_error
+from conftest import TINY, make_tiny_npz, one_line_error
 from genlab.export import ExportMismatch, _graphs, export_onnx, fp32_copy, verify
 from genlab.io import sha256_file
 from genlab.models import MODELS, Autoencoder
@@ -23,12 +23,7 @@ IMAGE_SIZE = {"rnngan": 8}
 def runs(tmp_path_factory):
     """name -> a tiny run trained 2 steps (conftest.tiny_npz's data, made once for the module)."""
     d = tmp_path_factory.mktemp("export_runs")
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 40, size=(64, 1, 28, 28), dtype=np.uint8)
-    y = np.arange(64) % 10
-    for i, k in enumerate(y):
-        x[i, 0, 2 * k + 4:2 * k + 7] = 250
-    np.savez(d / "tiny.npz", images=x, labels=y)
+    make_tiny_npz(d / "tiny.npz")
     out = {name: genlab.train(name, preset="tiny", max_steps=2, **TINY, data_dir=str(d / "tiny.npz"),
                               image_size=IMAGE_SIZE.get(name), threads=1, out=str(d / name))
            for name in sorted(MODELS)}

@@ -8,7 +8,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 import genlab
-from conftest import TINY, one_line_error, run_cli
+from conftest import TINY, make_tiny_npz, one_line_error, run_cli
 from genlab.apps import restore
 from genlab.data import to_float, to_uint8
 
@@ -64,12 +64,7 @@ def test_box_mask():
 def runs(tmp_path_factory):
     """Tiny runs of a VAE, an unconditional and a conditional GAN on banded noise (see tiny_npz)."""
     d = tmp_path_factory.mktemp("restore")
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 40, size=(64, 1, 28, 28), dtype=np.uint8)
-    y = np.arange(64) % 10
-    for i, k in enumerate(y):
-        x[i, 0, 2 * k + 4:2 * k + 7] = 250
-    np.savez(d / "tiny.npz", images=x, labels=y)
+    make_tiny_npz(d / "tiny.npz")
     out = {name: genlab.train(name, preset="tiny", max_steps=2, **TINY, data_dir=str(d / "tiny.npz"),
                               out=str(d / name), ckpt_every=0)
            for name in ("vae", "dcgan", "cgan")}

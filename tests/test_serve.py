@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import genlab
-from conftest import TINY, one_line_error
+from conftest import TINY, make_tiny_npz, one_line_error
 from genlab.data import to_uint8
 from genlab.serve import space
 from genlab.serve.app import create_app
@@ -41,12 +41,7 @@ def cache(tmp_path_factory):
 def runs(tmp_path_factory) -> dict:
     """A 2-step tiny run of every family, on 64 labelled images made here (as conftest's tiny_npz)."""
     d = tmp_path_factory.mktemp("runs")
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 40, size=(64, 1, 28, 28), dtype=np.uint8)
-    y = np.arange(64) % 10
-    for i, k in enumerate(y):
-        x[i, 0, 2 * k + 4:2 * k + 7] = 250
-    np.savez(d / "tiny.npz", images=x, labels=y)
+    make_tiny_npz(d / "tiny.npz")
     torch.set_num_threads(1)
     return {m: Path(genlab.train(m, preset="tiny", max_steps=2, **TINY, data_dir=str(d / "tiny.npz"), out=str(d / m)))
             for m in FAMILIES}

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY, one_line_error, run_cli
+from conftest import TINY, make_tiny_npz, one_line_error, run_cli
 from genlab.apps import embed as em
 from genlab.apps import interpolate as ip
 from genlab.models import Autoencoder, Discriminator, Generator, SoftLabels
@@ -70,12 +70,7 @@ def runs(tmp_path_factory):
     """Tiny 2-step runs on 64 labelled band images: vae (z_dim 4), vae with z_dim 2, dcgan, cgan."""
     import genlab
     d = tmp_path_factory.mktemp("walk")
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 40, size=(64, 1, 28, 28), dtype=np.uint8)
-    y = np.arange(64) % 10
-    for i, k in enumerate(y):
-        x[i, 0, 2 * k + 4:2 * k + 7] = 250
-    np.savez(d / "d.npz", images=x, labels=y)
+    make_tiny_npz(d / "d.npz")
     opts = {**TINY, "data_dir": str(d / "d.npz"), "max_steps": 2, "threads": 1}
     out = {m: genlab.train(m, preset="tiny", out=str(d / m), **opts) for m in ("vae", "dcgan", "cgan")}
     out["vae2"] = genlab.train("vae", preset="tiny", z_dim=2, out=str(d / "vae2"), **opts)
