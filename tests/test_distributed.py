@@ -203,9 +203,6 @@ def test_sigkill_resumes_with_two_and_with_one_process(tiny_npz, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="flaky, issue 13 open: after SIGTERM the signalled rank sometimes aborts at exit "
-                  "in C++ ('terminate called without an active exception', exit -6); passed in one CI "
-                  "run, failed in the next")
 def test_sigterm_to_one_rank_stops_all_after_the_same_step(tiny_npz, tmp_path):
     from genlab import checkpoint as ckpt
     run = tmp_path / "r"

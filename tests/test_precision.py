@@ -113,3 +113,48 @@ def test_info_command_reports_machine_and_choice():
     assert d["torch"] == torch.__version__ and d["isa"] == torch.backends.cpu.get_cpu_capability()
     assert d["auto_precision"] == precision.resolve("auto").precision, d["auto_reason"]
     assert d["gemm_fp32_gflops"] > 0 and d["gemm_bf16_gflops"] > 0 and d["cores"] == os.cpu_count()
+
+
+def fake_step(seconds: dict):
+    """step(dtype) that takes seconds[dtype] (None = fp32): a model whose speed we choose."""
+    import time
+
+    def step(dtype):
+        time.sleep(seconds[dtype])
+    return step
+
+
+@pytest.mark.parametrize("fp32_s, bf16_s, chosen", [(0.004, 0.002, "bf16"), (0.002, 0.004, "fp32")])
+def test_auto_keeps_bf16_only_where_the_models_own_step_is_faster(fp32_s, bf16_s, chosen):
+    cpu = precision.Choice("cpu", "bf16", "bf16: native on this CPU (test)")
+    c = precision.confirm(cpu, "auto", fake_step({None: fp32_s, torch.bfloat16: bf16_s}))
+    assert c.precision == chosen and c.step_speedup == pytest.approx(fp32_s / bf16_s, rel=0.3)
+    assert ("this model's training step" in c.reason) and (("measured only" in c.reason) == (chosen == "fp32"))
+    # asked-for precisions, fp32 choices and measured choices are not re-measured
+    never = fake_step({})  # KeyError if called
+    assert precision.confirm(cpu, "bf16", never) is cpu
+    assert precision.confirm(c, "auto", never) is c
+    fp32 = precision.Choice("cpu", "fp32", "fp32: no native bf16")
+    assert precision.confirm(fp32, "auto", never) is fp32
+
+
+def test_a_measured_choice_is_kept_on_resume_and_load(monkeypatch, tiny_npz, tmp_path):
+    """The run records the model's measured choice; resume and load keep it where bf16 is native, and
+    fall back to fp32 where it is not."""
+    monkeypatch.setattr(precision, "cpu_bf16", lambda: (True, "bf16: native (test)"))
+    measured = {"device": "cpu", "precision": "fp32", "reason": "fp32: measured (test)", "step_speedup": 0.8}
+    assert precision.resolve("auto", "cpu", measured) == precision.Choice(**measured)
+    assert precision.resolve("auto", "cpu", {**measured, "step_speedup": None}).precision == "bf16"
+    assert precision.resolve("bf16", "cpu", measured).precision == "bf16"  # asked for: obeyed
+    monkeypatch.setattr(precision, "cpu_bf16", lambda: (False, "fp32: no native bf16 (test)"))
+    assert precision.resolve("auto", "cpu", {**measured, "precision": "bf16"}).precision == "fp32"
+    monkeypatch.undo()
+    run = genlab.train("gan", preset="tiny", data="npz", data_dir=str(tiny_npz), out=str(tmp_path / "r"),
+                       max_steps=2, sample_every=0, quiet=True)
+    first = json.loads((run / "config.json").read_text())["resolved"]
+    native = precision.cpu_bf16()[0]
+    assert (first["step_speedup"] is not None) == native  # measured only where bf16 could be chosen
+    genlab.train(out=str(run), resume=True, max_steps=4, quiet=True)
+    state = json.loads((genlab.load(run).checkpoint / "state.json").read_text())
+    assert state["step"] == 4 and state["precision"] == first  # kept, not measured again
+    assert genlab.load(run).autocast_dtype is (torch.bfloat16 if first["precision"] == "bf16" else None)

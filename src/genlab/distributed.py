@@ -32,6 +32,8 @@ The traps, each handled here or in the loop:
 """
 from __future__ import annotations
 
+import faulthandler
+import gc
 import os
 import re
 from contextlib import contextmanager
@@ -177,8 +179,18 @@ class World:
             for name, (child, _) in self._wrapped.items():
                 setattr(net, name, child)
 
-    def close(self) -> None:
+    def close(self, ok: bool = True) -> None:
+        """Leave the process group. The DDP wrappers go first (their reducers hold the group and its
+        pending work; freed at interpreter exit instead, gloo's threads can abort the process:
+        "terminate called without an active exception", pytorch/pytorch#190489, #179291). After a
+        clean finish the ranks leave together (a barrier): rank 0 may still be writing its last
+        checkpoint and grid while the others would tear down their connections. After an error no
+        barrier: the failed rank's exit makes torchrun stop the others (torchtitan#1342)."""
+        self._wrapped.clear()
         if self.owns_group and dist.is_initialized():
+            gc.collect()  # DDP modules sit in reference cycles (hooks): free them now
+            if ok:
+                dist.barrier()
             dist.destroy_process_group()
 
 
@@ -189,6 +201,7 @@ def world() -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
+    faulthandler.enable()  # a rank that aborts in C++ (gloo, NCCL) prints its Python stack first
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     owns = not dist.is_initialized()
     if owns:

@@ -38,22 +38,35 @@ def update(opt: torch.optim.Optimizer, loss: torch.Tensor, name: str = "") -> No
 
 
 class StepSnapshot:
-    """Preallocated copies of a model's state and its optimisers' state; `save()` before a step,
-    `restore()` after a failed one. Copies use fused foreach kernels (a few ms for a DCGAN)."""
+    """Preallocated copies of what a failed step must put back; `save()` before a step, `restore()`
+    after a failed one. Copies use fused foreach kernels.
+
+    What is copied follows the Trainable contract (models/__init__.py): the optimisers step in the
+    order of configure_optimizers(), the last one last. A failing update raises before its
+    opt.step(), so the last optimiser's parameters and moments, and the EMA that follows it, are
+    never touched by a failed step and need no copy. Copied: every buffer (BN statistics move in the
+    forward passes, the EMA counter), and the parameters and moments of the earlier optimisers (D
+    for a GAN; nothing for the one-optimiser VAE). Copying the whole state instead (G, D, G_ema and
+    both optimisers' moments) cost ~7 model sizes of memory traffic a step, measured as most of the
+    gap between the MLP GAN's loop and a plain one (benchmarks/bench_train.py)."""
 
     def __init__(self, model: torch.nn.Module, opts: dict[str, torch.optim.Optimizer]):
         self.model, self.opts = model, opts
-        # the model's tensors are updated in place (steps, load_state_dict), so they are listed once:
-        # walking state_dict() every step cost 4% of an MLP-GAN step. Optimiser state is re-listed
-        # (it appears at the first step and a checkpoint restore replaces it).
-        self._model_tensors = list(model.state_dict(keep_vars=True).values())
+        *self._earlier, self._last = opts.values()
+        last = {id(p) for g in self._last.param_groups for p in g["params"]}
+        earlier = [p for o in self._earlier for g in o.param_groups for p in g["params"]]
+        assert not any(id(p) in last for p in earlier), "an optimiser's parameters belong to one optimiser"
+        # listed once: the model's tensors are updated in place (steps, load_state_dict); walking
+        # state_dict() every step cost 4% of an MLP-GAN step. Optimiser state is re-listed (it
+        # appears at the first step and a checkpoint restore replaces it).
+        self._model_tensors = [b for b in model.buffers()] + earlier
         self._live: list[torch.Tensor] = []
         self._copy: list[torch.Tensor] = []
         self._empty: list[bool] = []
 
     def _tensors(self):
         live = list(self._model_tensors)
-        for o in self.opts.values():
+        for o in self._earlier:
             for st in o.state.values():
                 live.extend(v for v in st.values() if torch.is_tensor(v))
         return live
@@ -63,14 +76,15 @@ class StepSnapshot:
         live = self._tensors()
         if len(live) != len(self._live) or any(a is not b for a, b in zip(live, self._live)):
             self._live, self._copy = live, [t.detach().clone() for t in live]
-        else:
+        elif live:
             torch._foreach_copy_(self._copy, self._live)
-        self._empty = [len(o.state) == 0 for o in self.opts.values()]
+        self._empty = [len(o.state) == 0 for o in self._earlier]
 
     @torch.no_grad()
     def restore(self) -> None:
-        torch._foreach_copy_(self._live, self._copy)
-        for o, empty in zip(self.opts.values(), self._empty):
+        if self._live:
+            torch._foreach_copy_(self._live, self._copy)
+        for o, empty in zip(self._earlier, self._empty):
             if empty:  # the optimiser took its first step inside the failed one: forget it
                 o.state.clear()
 

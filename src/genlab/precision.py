@@ -5,7 +5,11 @@ it is measurably faster, else fp32:
   * CUDA: bf16 when `torch.cuda.is_bf16_supported()`;
   * CPU: oneDNN must report native bf16 (AVX512-BF16 or AMX-BF16: `_is_mkldnn_bf16_supported`, which
     honours ONEDNN_MAX_CPU_ISA), then a timing probe (a 256x512x512 matmul, a few ms, once per
-    process) must show bf16 at least BF16_MIN_SPEEDUP x faster than fp32.
+    process) must show bf16 at least BF16_MIN_SPEEDUP x faster than fp32; then, when training
+    (`confirm`), the model's own training step must too: a few steps of a throwaway copy in each
+    precision, under a second. Small MLP and LSTM steps spend their time outside large matmuls:
+    on Zen 4 (AVX512-BF16) bf16 made the MLP GAN's and the RNN-GAN's steps slower (0.8x, 0.9x)
+    while the DCGAN's ran 1.6x faster (benchmarks/bench_train.py), so the CPU alone cannot decide.
 Why it matters, measured on this project's machines (2 cores): Sapphire Rapids (AMX-BF16) runs a bf16
 matmul ~6x faster than fp32 and the DCGAN step 1.9x faster; Zen 4 (AVX512-BF16, no AMX) 3.6x and
 1.4x; Zen 3 / AVX2 (no native bf16) emulates bf16 ~100x *slower* than fp32 (1024^2 matmul: 0.94 vs
@@ -14,7 +18,8 @@ matmul ~6x faster than fp32 and the DCGAN step 1.9x faster; Zen 4 (AVX512-BF16, 
 An explicit `bf16` or `fp32` is obeyed (a warning when bf16 is emulated); LSTMs fall back to fp32
 where oneDNN cannot build a bf16 LSTM (`lstm`). A run records what was asked, what was chosen and
 why; `genlab.load` resolves the recorded request the same way, so sampling and evaluation use the
-training-time choice on the same machine.
+training-time choice on the same machine (a run whose step was measured keeps that result on any
+CPU with native bf16; one without falls back to fp32).
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ class Choice:
     device: str
     precision: str
     reason: str
+    step_speedup: float | None = None  # fp32 / bf16 time of the model's training step, when measured
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -102,9 +108,10 @@ def bf16_lstm() -> bool:
         return False
 
 
-def resolve(precision: str = "auto", device: str = "cpu") -> Choice:
+def resolve(precision: str = "auto", device: str = "cpu", recorded: dict | None = None) -> Choice:
     """The one decision: requested precision and device -> Choice (device exists; bf16 only where
-    asked for or native)."""
+    asked for or native). `recorded`: the run's saved Choice (to_dict), whose measured training-step
+    result `auto` keeps where bf16 is native (resume, load)."""
     if precision not in PRECISIONS:
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     dev = resolve_device(device)
@@ -115,6 +122,8 @@ def resolve(precision: str = "auto", device: str = "cpu") -> Choice:
         native, why = cpu_bf16()
     if precision == "auto":
         chosen = "bf16" if native else "fp32"
+        if native and dev.type == "cpu" and (recorded or {}).get("step_speedup") is not None:
+            return Choice(str(dev), recorded["precision"], recorded["reason"], recorded["step_speedup"])
     else:
         chosen, why = precision, f"{precision}: asked for"
         if precision == "bf16" and not native:
@@ -123,6 +132,30 @@ def resolve(precision: str = "auto", device: str = "cpu") -> Choice:
     if chosen == "bf16" and dev.type == "cpu" and not bf16_lstm():
         why += "; LSTM layers in fp32 (oneDNN has no bf16 LSTM on this CPU)"
     return Choice(str(dev), chosen, why)
+
+
+def confirm(choice: Choice, request: str, step, trials: int = 5) -> Choice:
+    """`auto` chose bf16 on a CPU: keep it only if the model's own training step, `step(dtype)` (one
+    step of a throwaway copy; dtype None = fp32), runs BF16_MIN_SPEEDUP x faster in bf16 (the fastest
+    of `trials` interleaved timings each, after a warm-up round in which oneDNN builds its kernels).
+    Explicit requests, GPUs, fp32 choices and already measured (recorded) choices pass unchanged."""
+    if request != "auto" or choice.precision != "bf16" or choice.device != "cpu" \
+            or choice.step_speedup is not None:
+        return choice
+    best = {None: float("inf"), torch.bfloat16: float("inf")}
+    for i in range(trials + 1):
+        for dt in best:
+            t = time.perf_counter()
+            step(dt)
+            if i:
+                best[dt] = min(best[dt], time.perf_counter() - t)
+    speedup = round(best[None] / best[torch.bfloat16], 2)
+    if speedup < BF16_MIN_SPEEDUP:
+        isa = torch.backends.cpu.get_cpu_capability()
+        return Choice(choice.device, "fp32", f"fp32: native bf16 ({isa}), but this model's training "
+                      f"step measured only {speedup:.2f}x fp32 in bf16", speedup)
+    return Choice(choice.device, "bf16", f"{choice.reason}; this model's training step {speedup:.2f}x",
+                  speedup)
 
 
 def lstm(rnn: torch.nn.LSTM, x: torch.Tensor):

@@ -140,6 +140,6 @@ def load(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     # the models.Loaded contract: what the model is and where it came from
     model.name, model.run_dir, model.checkpoint, model.step = state["model"], path, c, state["step"]
     model.train_config = state["config"]["train"]
-    choice = precision.resolve(model.train_config.get("precision", "fp32"), device)
+    choice = precision.resolve(model.train_config.get("precision", "fp32"), device, state.get("precision"))
     model.autocast_dtype = choice.dtype
     return place(model, choice.device).eval()

@@ -57,7 +57,8 @@ def format_info(d: dict) -> str:
             ("gemm fp32", f"{d['gemm_fp32_gflops']} GFLOP/s"),
             ("gemm bf16", f"{d['gemm_bf16_gflops']} GFLOP/s"),
             ("bf16 lstm", "yes" if d["bf16_lstm"] else "no (LSTMs run in fp32 under bf16)"),
-            ("precision auto", d["auto_reason"])]
+            ("precision auto", d["auto_reason"] + ("; training then keeps bf16 only if the model's "
+                                                   "own step is faster" if d["auto_precision"] == "bf16" else ""))]
     return "\n".join(f"{k:15s} {v}" for k, v in rows)
 
 

@@ -2,6 +2,8 @@
 `train_step` until a budget runs out, seeding, logging and saving each in one place."""
 from __future__ import annotations
 
+import copy
+import json
 import sys
 import time
 from pathlib import Path
@@ -64,16 +66,20 @@ def train(model: str | None = None, *, resume: bool = False, overwrite: bool = F
     """Train `model` (a MODELS name) with CLI-equivalent `options`; returns the run folder."""
     world = distributed.world()  # torchrun's processes, or this one alone
     try:
-        return _train(world, model, resume, overwrite, config_file, preset, quiet or not world.main,
-                      options)
-    finally:
-        world.close()
+        run = _train(world, model, resume, overwrite, config_file, preset, quiet or not world.main,
+                     options)
+    except BaseException:
+        world.close(ok=False)
+        raise
+    world.close()
+    return run
 
 
 def _train(world, model, resume, overwrite, config_file, preset, quiet, options) -> Path:
     name, tcfg, mcfg, run, start = resolve(model, options, config_file, preset, resume, overwrite)
     torch.set_num_threads(world.threads(tcfg.threads))
-    choice = precision.resolve(tcfg.precision, tcfg.device)  # device exists; bf16 only where native
+    recorded = json.loads((start / "state.json").read_text()).get("precision") if start else None
+    choice = precision.resolve(tcfg.precision, tcfg.device, recorded)  # bf16 only where native
     device = world.device(choice.device)
     world.check_batch(mcfg.batch_size)  # the global batch, split evenly over the processes
     ds = load_data(tcfg.data, tcfg.data_dir, "train", tcfg.image_size, tcfg.download, tcfg.classes,
@@ -84,6 +90,10 @@ def _train(world, model, resume, overwrite, config_file, preset, quiet, options)
     batches = Batches(ds, mcfg.batch_size, tcfg.seed, device, rank=world.rank, world=world.size)
     ref = reference_stats(tcfg.data, "test", tcfg.data_dir, tcfg.image_size) \
         if tcfg.eval_every and world.main else None
+    # auto on a bf16 CPU: this model's own step decides (every rank alike); a resumed run keeps its choice
+    choice = precision.confirm(choice, tcfg.precision, step_probe(net, ds, mcfg.batch_size, device))
+    if not world.all(choice.precision == "bf16") and choice.precision == "bf16":
+        choice = precision.Choice(choice.device, "fp32", "fp32: another process measured bf16 slower", 0.0)
     if world.main:  # rank 0 alone writes the run folder
         prepare_run(run, name, tcfg, mcfg, resume, overwrite, choice)  # once data and model are valid
     net.autocast_dtype = choice.dtype
@@ -176,6 +186,22 @@ def _train(world, model, resume, overwrite, config_file, preset, quiet, options)
             print(f"genlab: interrupted at step {step}; continue with: genlab train --resume --out "
                   f"{run}", file=sys.stderr, flush=True)
     return run
+
+
+def step_probe(net, ds, batch_size: int, device):
+    """step(dtype): one training step of a throwaway copy of `net` under that autocast dtype, for
+    precision.confirm (its own data order, noise and RNG: the run's are untouched)."""
+    probe, batches = copy.deepcopy(net), Batches(ds, batch_size, 0, device)
+    opts, g = probe.configure_optimizers(), torch.Generator(device).manual_seed(0)
+
+    def step(dtype):
+        probe.autocast_dtype = dtype
+        with torch.random.fork_rng(devices=[]):
+            try:
+                probe.train_step(batches, opts, g)
+            except NonFiniteStep:
+                pass
+    return step
 
 
 def health_stats(net, ref, seed: int, step: int, log) -> dict:

@@ -26,7 +26,11 @@ from .base import MODELS, adam, place  # noqa: F401  (the registry and helpers m
 class Trainable(Protocol):
     """What the loop (train.py) calls: one optimiser per name, and one training step that consumes
     batches from `batches` (an iterator of (x, y)), updates through `opt` and draws its noise from
-    `generator`; it returns scalar tensors to log. `loss_stats` names those plotted in losses.png."""
+    `generator`; it returns scalar tensors to log. `loss_stats` names those plotted in losses.png.
+    Each parameter belongs to one optimiser, and train_step updates through them (guard.update) in
+    the order configure_optimizers() lists them, the last one once and last (D then G; the VAE's
+    one): a failed update raises before its step, so guard.StepSnapshot copies only the buffers and
+    the earlier optimisers' parameters and moments."""
     config: object
     loss_stats: tuple[str, ...]
 
