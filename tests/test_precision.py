@@ -124,18 +124,30 @@ def fake_step(seconds: dict):
     return step
 
 
-@pytest.mark.parametrize("fp32_s, bf16_s, chosen", [(0.004, 0.002, "bf16"), (0.002, 0.004, "fp32")])
-def test_auto_keeps_bf16_only_where_the_models_own_step_is_faster(fp32_s, bf16_s, chosen):
+@pytest.mark.parametrize("fp32_s, bf16_s, chosen", [(0.02, 0.005, "bf16"), (0.005, 0.02, "fp32")])
+def test_auto_keeps_bf16_only_where_the_models_own_step_is_faster(fp32_s, bf16_s, chosen, monkeypatch,
+                                                                  tmp_path):
+    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path))
     cpu = precision.Choice("cpu", "bf16", "bf16: native on this CPU (test)")
-    c = precision.confirm(cpu, "auto", fake_step({None: fp32_s, torch.bfloat16: bf16_s}))
-    assert c.precision == chosen and c.step_speedup == pytest.approx(fp32_s / bf16_s, rel=0.3)
-    assert ("this model's training step" in c.reason) and (("measured only" in c.reason) == (chosen == "fp32"))
+    c = precision.confirm(cpu, "auto", fake_step({None: fp32_s, torch.bfloat16: bf16_s}), "model A")
+    assert c.precision == chosen and (c.step_speedup > 2) == (chosen == "bf16")  # 4x either way, slept
+    assert "this model's training step" in c.reason and ("ran only" in c.reason) == (chosen == "fp32")
     # asked-for precisions, fp32 choices and measured choices are not re-measured
     never = fake_step({})  # KeyError if called
     assert precision.confirm(cpu, "bf16", never) is cpu
     assert precision.confirm(c, "auto", never) is c
     fp32 = precision.Choice("cpu", "fp32", "fp32: no native bf16")
     assert precision.confirm(fp32, "auto", never) is fp32
+    # the same model again on this machine: the cached measurement, not a new one (same command,
+    # same precision); another model is measured; a corrupt cache file is measured anew
+    again = precision.confirm(cpu, "auto", never, "model A")
+    assert (again.precision, again.step_speedup) == (c.precision, c.step_speedup)
+    assert "measured earlier on this machine" in again.reason
+    with pytest.raises(KeyError):
+        precision.confirm(cpu, "auto", never, "model B")
+    (tmp_path / "precision.json").write_text("{not json")
+    assert precision.confirm(cpu, "auto", fake_step({None: fp32_s, torch.bfloat16: bf16_s}),
+                             "model A").precision == chosen
 
 
 def test_a_measured_choice_is_kept_on_resume_and_load(monkeypatch, tiny_npz, tmp_path):

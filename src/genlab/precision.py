@@ -24,6 +24,7 @@ CPU with native bf16; one without falls back to fp32).
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import time
@@ -32,6 +33,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .io import atomic_write_json, cache_root
 from .registry import UsageError
 
 BF16_MIN_SPEEDUP = 1.2  # below this, bf16's rounding is not worth it
@@ -134,28 +136,55 @@ def resolve(precision: str = "auto", device: str = "cpu", recorded: dict | None 
     return Choice(str(dev), chosen, why)
 
 
-def confirm(choice: Choice, request: str, step, trials: int = 5) -> Choice:
+def confirm(choice: Choice, request: str, step, key: str = "", trials: int = 5) -> Choice:
     """`auto` chose bf16 on a CPU: keep it only if the model's own training step, `step(dtype)` (one
     step of a throwaway copy; dtype None = fp32), runs BF16_MIN_SPEEDUP x faster in bf16 (the fastest
     of `trials` interleaved timings each, after a warm-up round in which oneDNN builds its kernels).
-    Explicit requests, GPUs, fp32 choices and already measured (recorded) choices pass unchanged."""
+    The result is cached per machine, torch, threads and `key` (the model and its configuration) in
+    $GENLAB_CACHE/precision.json, as cuDNN's benchmark mode caches its choices: the same command on
+    the same machine computes in the same precision (delete the file to measure again). Explicit
+    requests, GPUs, fp32 choices and already measured (recorded) choices pass unchanged."""
     if request != "auto" or choice.precision != "bf16" or choice.device != "cpu" \
             or choice.step_speedup is not None:
         return choice
-    best = {None: float("inf"), torch.bfloat16: float("inf")}
-    for i in range(trials + 1):
-        for dt in best:
-            t = time.perf_counter()
-            step(dt)
-            if i:
-                best[dt] = min(best[dt], time.perf_counter() - t)
-    speedup = round(best[None] / best[torch.bfloat16], 2)
+    isa = torch.backends.cpu.get_cpu_capability()
+    key = f"{cpu_name()} | {isa} | torch {torch.__version__} | {torch.get_num_threads()} threads | {key}"
+    path = cache_root() / "precision.json"
+    try:
+        cached = json.loads(path.read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        cached = None
+    if isinstance(cached, (int, float)):
+        speedup, how = float(cached), "measured earlier on this machine"
+    else:
+        best = {None: float("inf"), torch.bfloat16: float("inf")}
+        for i in range(trials + 1):
+            for dt in best:
+                t = time.perf_counter()
+                step(dt)
+                if i:
+                    best[dt] = min(best[dt], time.perf_counter() - t)
+        speedup, how = round(best[None] / best[torch.bfloat16], 2), "measured"
+        _remember(path, key, speedup)
     if speedup < BF16_MIN_SPEEDUP:
-        isa = torch.backends.cpu.get_cpu_capability()
         return Choice(choice.device, "fp32", f"fp32: native bf16 ({isa}), but this model's training "
-                      f"step measured only {speedup:.2f}x fp32 in bf16", speedup)
-    return Choice(choice.device, "bf16", f"{choice.reason}; this model's training step {speedup:.2f}x",
-                  speedup)
+                      f"step ran only {speedup:.2f}x fp32 in bf16 ({how})", speedup)
+    return Choice(choice.device, "bf16", f"{choice.reason}; this model's training step {speedup:.2f}x "
+                  f"({how})", speedup)
+
+
+def _remember(path, key: str, speedup: float) -> None:
+    """Add key -> speedup to the cache file (atomic; a cache that cannot be written is skipped)."""
+    try:
+        try:
+            table = json.loads(path.read_text())
+            table = table if isinstance(table, dict) else {}
+        except (OSError, ValueError):
+            table = {}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, {**table, key: speedup}, durable=False, indent=1)
+    except OSError:
+        pass
 
 
 def lstm(rnn: torch.nn.LSTM, x: torch.Tensor):

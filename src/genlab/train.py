@@ -91,7 +91,8 @@ def _train(world, model, resume, overwrite, config_file, preset, quiet, options)
     ref = reference_stats(tcfg.data, "test", tcfg.data_dir, tcfg.image_size) \
         if tcfg.eval_every and world.main else None
     # auto on a bf16 CPU: this model's own step decides (every rank alike); a resumed run keeps its choice
-    choice = precision.confirm(choice, tcfg.precision, step_probe(net, ds, mcfg.batch_size, device))
+    choice = precision.confirm(choice, tcfg.precision, step_probe(net, ds, mcfg.batch_size, device),
+                               json.dumps([name, to_dict(mcfg), list(ds.shape), ds.num_classes, world.size]))
     if not world.all(choice.precision == "bf16") and choice.precision == "bf16":
         choice = precision.Choice(choice.device, "fp32", "fp32: another process measured bf16 slower", 0.0)
     if world.main:  # rank 0 alone writes the run folder
