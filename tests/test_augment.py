@@ -230,3 +230,25 @@ def test_space_is_checked_before_drawing(monkeypatch, tmp_path):
     check_space(10, 10, (1, 28, 28), tmp_path / "x")             # 100 files fit in 1 MB
     with pytest.raises(UsageError, match="on disk"):              # 1,000 do not
         check_space(100, 10, (1, 28, 28), tmp_path / "x")
+
+
+def test_bench_cas_truncated_noise_matches_the_truncated_normal():
+    """benchmarks/bench_cas.py --truncation: z_i in [-psi, psi], deterministic, variance of the
+    truncated normal (scipy.stats.truncnorm, closed form)."""
+    import importlib.util
+    from pathlib import Path
+    from scipy.stats import truncnorm
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cas.py"
+    spec = importlib.util.spec_from_file_location("bench_cas", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    class M:
+        z_dim = 50
+    for psi in (0.5, 1.0, 2.0):
+        noise = bench.truncated_noise(M, psi)
+        z = noise(4000, torch.Generator().manual_seed(1))
+        assert z.shape == (4000, 50) and z.abs().max() <= psi
+        assert torch.equal(z, noise(4000, torch.Generator().manual_seed(1)))
+        assert abs(z.var().item() - truncnorm.var(-psi, psi)) < 0.01 * truncnorm.var(-psi, psi) + 0.002
+        assert abs(z.mean().item()) < 0.01

@@ -130,7 +130,10 @@ class CGANConfig(GANConfig):
     # hinge + 1e-3 on MNIST, recall 0.86, FD 8.2 at 3,000 steps. It costs 40% of a step; it stays.
     ms: float = opt(1.0, "weight of the mode-seeking term in G's loss (Mao et al. 2019; 0: off)", min=0)
     batch_size: int = opt(32, "images per batch (32: more steps per second, as in dcgan)", min=1)
-    # quality is flat from 1,000 steps on; 3,000 is ~4 min in fp32 on 2 AVX2 cores, less with bf16
+    # label accuracy is flat from 1,000 steps on; 3,000 is ~4 min in fp32 on 2 AVX2 cores, less with bf16.
+    # Longer still pays for synthetic training data (README, "Data augmentation"): /work/runs/cgan
+    # resumed, 2,000 samples vs MNIST test, 3,000 / 6,000 / 10,000 steps: FD 8.86 / 6.21 / 4.30,
+    # recall 0.85 / 0.86 / 0.86, label accuracy 0.970 / 0.975 / 0.983; CAS (seed 0) 96.92 / 97.26 / 97.94%
     steps: int = opt(3000, "default run length in steps (about 4 min on 2 AVX2 cores in fp32)", min=1)
 
     presets = {"tiny": dict(ngf=4, ndf=4, z_dim=8, embed_dim=4, batch_size=8, steps=4)}
