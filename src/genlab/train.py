@@ -94,7 +94,8 @@ def _train(world, model, resume, overwrite, config_file, preset, quiet, options)
     choice = precision.confirm(choice, tcfg.precision, step_probe(net, ds, mcfg.batch_size, device),
                                json.dumps([name, to_dict(mcfg), list(ds.shape), ds.num_classes, world.size]))
     if not world.all(choice.precision == "bf16") and choice.precision == "bf16":
-        choice = precision.Choice(choice.device, "fp32", "fp32: another process measured bf16 slower", 0.0)
+        choice = precision.Choice(choice.device, "fp32", "fp32: another process measured bf16 slower",
+                                  choice.step_speedup)
     if world.main:  # rank 0 alone writes the run folder
         prepare_run(run, name, tcfg, mcfg, resume, overwrite, choice)  # once data and model are valid
     net.autocast_dtype = choice.dtype
@@ -192,14 +193,17 @@ def _train(world, model, resume, overwrite, config_file, preset, quiet, options)
 def step_probe(net, ds, batch_size: int, device):
     """step(dtype): one training step of a throwaway copy of `net` under that autocast dtype, for
     precision.confirm (its own data order, noise and RNG: the run's are untouched)."""
-    probe, batches = copy.deepcopy(net), Batches(ds, batch_size, 0, device)
-    opts, g = probe.configure_optimizers(), torch.Generator(device).manual_seed(0)
+    made = {}
 
     def step(dtype):
-        probe.autocast_dtype = dtype
+        if not made:  # the copy is made only if a measurement is needed
+            made["net"] = copy.deepcopy(net)
+            made.update(batches=Batches(ds, batch_size, 0, device), opts=made["net"].configure_optimizers(),
+                        g=torch.Generator(device).manual_seed(0))
+        made["net"].autocast_dtype = dtype
         with torch.random.fork_rng(devices=[]):
             try:
-                probe.train_step(batches, opts, g)
+                made["net"].train_step(made["batches"], made["opts"], made["g"])
             except NonFiniteStep:
                 pass
     return step
