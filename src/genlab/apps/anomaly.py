@@ -11,6 +11,9 @@ Likelihood models (the VAE; models.Likelihood):
     deterministic function of the image, the seed and the batch size (the order of the z draws).
   * `recon`: the squared reconstruction error ||x - reconstruct(x)||^2 at the posterior mean, the
     classic autoencoder score (any models.Autoencoder; Sakurada & Yairi 2014);
+  * `complexity`, `recon-complexity`: the -ELBO or the reconstruction NLL in bits minus the PNG
+    length of the image (input complexity, Serra et al. 2020); `ratio`: the -ELBO minus that of a
+    background model trained on perturbed inputs (Ren et al. 2019). See likelihood_corrections.py;
 GANs (models.Adversarial):
   * `anogan`: AnoGAN (Schlegl et al. 2017, "Unsupervised Anomaly Detection with Generative Adversarial
     Networks to Guide Marker Discovery", section 2.2): find z with G(z) ~ x by `steps` Adam steps on
@@ -38,6 +41,7 @@ from ..metrics.nll import iwae_log_likelihood
 from ..models import Adversarial, Autoencoder, Likelihood
 from ..models.base import eval_mode
 from ..registry import UsageError
+from . import likelihood_corrections as lc
 
 
 # ---------------------------------------------------------------------------- likelihood models
@@ -117,6 +121,13 @@ METHODS = {
              lambda m, x, y, g, o: neg_iwae(m, x, g, **o)),
     "recon": (Autoencoder, "an autoencoder (vae)",
               lambda m, x, y, g, o: recon_error(m, x)),
+    "complexity": (Likelihood, "a likelihood model (vae)",
+                   lambda m, x, y, g, o: lc.complexity_score(neg_elbo(m, x, g, o.get("samples", 10)), x)),
+    "recon-complexity": (Likelihood, "a likelihood model (vae)",
+                         lambda m, x, y, g, o: lc.complexity_score(lc.recon_nll(m, x), x)),
+    "ratio": (Likelihood, "a likelihood model (vae)",
+              lambda m, x, y, g, o: lc.likelihood_ratio(neg_elbo(m, x, g, o.get("samples", 10)),
+                                                        neg_elbo(o["background"], x, g, o.get("samples", 10)))),
     "anogan": (Adversarial, "a GAN (gan, dcgan, cgan)",
                lambda m, x, y, g, o: anogan_score(m, x, y, g, **o)),
     "disc": (Adversarial, "a GAN (gan, dcgan, cgan)",
@@ -136,12 +147,13 @@ def methods_for(model) -> list[str]:
 
 
 def anomaly_scores(model, x: torch.Tensor, method: str | None = None, generator=None,
-                   labels: torch.Tensor | None = None, batch_size: int = 500,
+                   labels: torch.Tensor | None = None, batch_size: int = 500, background=None,
                    **options) -> tuple[np.ndarray, str]:
     """-> (scores (N,) float64, higher = more anomalous; the method's name) for images x float
     (N, C, H, W) in [-1, 1]. `method` None: the model's default (methods_for). `labels` are used
     only by conditional GANs (D(x, y)); `options` go to the method (samples, k, steps, restarts,
-    lam). Randomness from `generator`; the model's train/eval mode and weights are unchanged."""
+    lam). `background`: the model trained on perturbed inputs that `ratio` needs. Randomness from
+    `generator`; the models' train/eval mode and weights are unchanged."""
     supported = methods_for(model)
     if not supported:
         raise UsageError(f"{getattr(model, 'name', type(model).__name__)} models cannot score "
@@ -152,6 +164,9 @@ def anomaly_scores(model, x: torch.Tensor, method: str | None = None, generator=
     proto, needs, fn = METHODS[method]
     if not isinstance(model, proto):
         raise UsageError(f"--method {method} needs {needs}; this model supports: {', '.join(supported)}")
+    if method == "ratio":
+        lc.check_background(model, background)
+        options = {**options, "background": background}
     shape = tuple(model.shape)
     if x.ndim != 4 or tuple(x.shape[1:]) != shape:
         raise UsageError(f"images of shape {tuple(x.shape[1:])} do not fit this model's {shape} "
@@ -162,7 +177,7 @@ def anomaly_scores(model, x: torch.Tensor, method: str | None = None, generator=
         labels = torch.as_tensor(labels, dtype=torch.long)
     device = next(model.parameters()).device
     out = []
-    with eval_mode(model):
+    with eval_mode(model), eval_mode(background or nn.Identity()):
         for i in range(0, len(x), batch_size):
             xb = x[i:i + batch_size].to(device)
             yb = None if labels is None or not model.num_classes else \
