@@ -80,7 +80,7 @@ def tiny_runs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("model, method, opts", [
-    ("vae", "elbo", {}), ("vae", "iwae", {"k": 5}), ("vae", "recon", {}), ("vae", "complexity", {"samples": 2}),
+    ("vae", "elbo", {}), ("vae", "iwae", {"k": 5}), ("vae", "recon", {}), ("vae", "ssim", {}), ("vae", "complexity", {"samples": 2}),
     ("vae", "recon-complexity", {}), ("dcgan", "anogan", {"steps": 3}),
     ("dcgan", "disc", {})])
 def test_scores_shape_determinism_and_no_side_effects(tiny_runs, model, method, opts):
@@ -98,7 +98,7 @@ def test_scores_shape_determinism_and_no_side_effects(tiny_runs, model, method, 
     m.eval()
     s3, _ = anomaly_scores(m, x, method, torch.Generator().manual_seed(1), batch_size=7, **opts)
     np.testing.assert_allclose(s1, s3, rtol=1e-5)             # train mode or not: eval-mode scores
-    if method not in ("disc", "recon", "recon-complexity"):                       # the stochastic ones depend on the seed
+    if method not in ("disc", "recon", "ssim", "recon-complexity"):                       # the stochastic ones depend on the seed
         s4, _ = anomaly_scores(m, x, method, torch.Generator().manual_seed(2), **opts)
         assert not np.allclose(s1, s4)
 
@@ -106,7 +106,7 @@ def test_scores_shape_determinism_and_no_side_effects(tiny_runs, model, method, 
 def test_default_methods_and_wrong_method(tiny_runs):
     runs, data = tiny_runs
     vae, gan = genlab.load(runs["vae"]), genlab.load(runs["dcgan"])
-    assert methods_for(vae) == ["recon", "elbo", "iwae", "complexity", "recon-complexity", "ratio"] and methods_for(gan) == ["anogan", "disc"]
+    assert methods_for(vae) == ["recon", "elbo", "iwae", "ssim", "complexity", "recon-complexity", "ratio"] and methods_for(gan) == ["anogan", "disc"]
     x = to_float(torch.from_numpy(np.load(data)["images"][:4]))
     with pytest.raises(UsageError, match="--method disc needs a GAN"):
         anomaly_scores(vae, x, "disc")
@@ -145,6 +145,25 @@ def test_png_bits_are_the_png_file_lengths():
     buf = io.BytesIO()
     Image.fromarray(rgb[1].transpose(1, 2, 0)).save(buf, format="PNG", optimize=True)
     assert lc.png_bits(to_float(torch.from_numpy(rgb)))[1] == 8 * len(buf.getvalue())
+
+
+def test_ssim_error_closed_form_and_scikit_image(tiny_runs):
+    """Constant images a, b: SSIM = (2ab + C1) / (a^2 + b^2 + C1), C1 = (0.01 * 2)^2 on [-1, 1] (the
+    contrast-structure term is C2 / C2 = 1); on a real reconstruction, scikit-image's value."""
+    from skimage.metrics import structural_similarity
+    from genlab.apps.anomaly import ssim_error
+
+    class Const:
+        def reconstruct(self, x):
+            return torch.full_like(x, 0.5)
+    got = ssim_error(Const(), torch.full((2, 1, 28, 28), -0.25))
+    np.testing.assert_allclose(got, 1 - (2 * 0.5 * -0.25 + 4e-4) / (0.25 + 0.0625 + 4e-4), rtol=1e-9)
+    m = genlab.load(tiny_runs[0]["vae"])
+    x = to_float(torch.from_numpy(np.load(tiny_runs[1])["images"][:3]))
+    s, _ = anomaly_scores(m, x, "ssim")
+    r = m.reconstruct(x).double().numpy()
+    for i in range(3):
+        assert s[i] == pytest.approx(1 - structural_similarity(x[i, 0].double().numpy(), r[i, 0], data_range=2.0))
 
 
 def test_complexity_and_ratio_closed_forms(tiny_runs):

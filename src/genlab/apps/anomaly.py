@@ -11,6 +11,11 @@ Likelihood models (the VAE; models.Likelihood):
     deterministic function of the image, the seed and the batch size (the order of the z draws).
   * `recon`: the squared reconstruction error ||x - reconstruct(x)||^2 at the posterior mean, the
     classic autoencoder score (any models.Autoencoder; Sakurada & Yairi 2014);
+  * `ssim`: 1 - SSIM(x, reconstruct(x)) (Wang et al. 2004; scikit-image's 7x7 windows), the
+    reconstruction compared by local means, contrasts and correlations rather than per pixel, as in
+    Bergmann et al. 2019 ("Improving Unsupervised Defect Segmentation by Applying Structural
+    Similarity to Autoencoders", VISAPP): a slightly shifted or thicker stroke costs less than a
+    missing or extra one;
   * `complexity`, `recon-complexity`: the -ELBO or the reconstruction NLL in bits minus the PNG
     length of the image (input complexity, Serra et al. 2020); `ratio`: the -ELBO minus that of a
     background model trained on perturbed inputs (Ren et al. 2019). See likelihood_corrections.py;
@@ -58,6 +63,15 @@ def neg_iwae(model, x: torch.Tensor, generator=None, k: int = 100) -> torch.Tens
 def recon_error(model, x: torch.Tensor) -> torch.Tensor:
     """||x - reconstruct(x)||^2 per image (B,)."""
     return (x - model.reconstruct(x)).double().pow(2).flatten(1).sum(1)
+
+
+def ssim_error(model, x: torch.Tensor) -> torch.Tensor:
+    """1 - SSIM(x, reconstruct(x)) per image (B,), scikit-image's structural_similarity (7x7 uniform
+    windows, K1 = 0.01, K2 = 0.03, data range 2 for [-1, 1], channels averaged)."""
+    from skimage.metrics import structural_similarity
+    a, b = x.double().cpu().numpy(), model.reconstruct(x).double().cpu().numpy()
+    return torch.tensor([1 - structural_similarity(p, q, data_range=2.0, channel_axis=0)
+                         for p, q in zip(a, b)], dtype=torch.float64)
 
 
 # ---------------------------------------------------------------------------- GANs
@@ -121,6 +135,8 @@ METHODS = {
              lambda m, x, y, g, o: neg_iwae(m, x, g, **o)),
     "recon": (Autoencoder, "an autoencoder (vae)",
               lambda m, x, y, g, o: recon_error(m, x)),
+    "ssim": (Autoencoder, "an autoencoder (vae)",
+             lambda m, x, y, g, o: ssim_error(m, x)),
     "complexity": (Likelihood, "a likelihood model (vae)",
                    lambda m, x, y, g, o: lc.complexity_score(neg_elbo(m, x, g, o.get("samples", 10)), x)),
     "recon-complexity": (Likelihood, "a likelihood model (vae)",
