@@ -40,7 +40,7 @@ from genlab.data import load_data, to_float
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 METHOD_OPTIONS = {"elbo": dict(samples=4), "iwae": dict(k=100), "recon": {},
-                  "complexity": dict(samples=4), "recon-complexity": {}, "ratio": dict(samples=4),
+                  "ssim": {}, "complexity": dict(samples=4), "recon-complexity": {}, "ratio": dict(samples=4),
                   "anogan": dict(steps=50, restarts=1), "disc": {}}
 
 
