@@ -148,8 +148,8 @@ def test_png_bits_are_the_png_file_lengths():
 
 
 def test_ssim_error_closed_form_and_scikit_image(tiny_runs):
-    """Constant images a, b: SSIM = (2ab + C1) / (a^2 + b^2 + C1), C1 = (0.01 * 2)^2 on [-1, 1] (the
-    contrast-structure term is C2 / C2 = 1); on a real reconstruction, scikit-image's value."""
+    """Constant images a, b (intensities in [0, 1]): SSIM = (2ab + C1) / (a^2 + b^2 + C1), C1 = 0.01^2
+    (the contrast-structure term is C2 / C2 = 1); on a real reconstruction, scikit-image's value."""
     from skimage.metrics import structural_similarity
     from genlab.apps.anomaly import ssim_error
 
@@ -157,13 +157,15 @@ def test_ssim_error_closed_form_and_scikit_image(tiny_runs):
         def reconstruct(self, x):
             return torch.full_like(x, 0.5)
     got = ssim_error(Const(), torch.full((2, 1, 28, 28), -0.25))
-    np.testing.assert_allclose(got, 1 - (2 * 0.5 * -0.25 + 4e-4) / (0.25 + 0.0625 + 4e-4), rtol=1e-9)
+    a, b = 0.375, 0.75                                        # -0.25 and 0.5 mapped to [0, 1]
+    np.testing.assert_allclose(got, 1 - (2 * a * b + 1e-4) / (a * a + b * b + 1e-4), rtol=1e-9)
     m = genlab.load(tiny_runs[0]["vae"])
     x = to_float(torch.from_numpy(np.load(tiny_runs[1])["images"][:3]))
     s, _ = anomaly_scores(m, x, "ssim")
     r = m.reconstruct(x).double().numpy()
     for i in range(3):
-        assert s[i] == pytest.approx(1 - structural_similarity(x[i, 0].double().numpy(), r[i, 0], data_range=2.0))
+        p, q = (x[i, 0].double().numpy() + 1) / 2, (r[i, 0] + 1) / 2
+        assert s[i] == pytest.approx(1 - structural_similarity(p, q, data_range=1.0))
 
 
 def test_complexity_and_ratio_closed_forms(tiny_runs):
