@@ -11,7 +11,7 @@ Likelihood models (the VAE; models.Likelihood):
     deterministic function of the image, the seed and the batch size (the order of the z draws).
   * `recon`: the squared reconstruction error ||x - reconstruct(x)||^2 at the posterior mean, the
     classic autoencoder score (any models.Autoencoder; Sakurada & Yairi 2014);
-  * `ssim`: 1 - SSIM(x, reconstruct(x)) (Wang et al. 2004; scikit-image's 7x7 windows), the
+  * `ssim`: 1 - SSIM(x, reconstruct(x)) (Wang et al. 2004, their 11x11 Gaussian window), the
     reconstruction compared by local means, contrasts and correlations rather than per pixel, as in
     Bergmann et al. 2019 ("Improving Unsupervised Defect Segmentation by Applying Structural
     Similarity to Autoencoders", VISAPP): a slightly shifted or thicker stroke costs less than a
@@ -66,13 +66,15 @@ def recon_error(model, x: torch.Tensor) -> torch.Tensor:
 
 
 def ssim_error(model, x: torch.Tensor) -> torch.Tensor:
-    """1 - SSIM(x, reconstruct(x)) per image (B,), scikit-image's structural_similarity (7x7 uniform
-    windows, K1 = 0.01, K2 = 0.03, channels averaged) on intensities in [0, 1]: SSIM's luminance term
-    is not shift-invariant and assumes non-negative intensities (black = 0), so [-1, 1] is mapped to
-    [0, 1] first (on [-1, 1] the mean AUROC of protocol (a) fell on digits 0-5 by 0.003-0.02)."""
+    """1 - SSIM(x, reconstruct(x)) per image (B,) with Wang et al. 2004's own settings (an 11x11
+    Gaussian window of sigma 1.5, K1 = 0.01, K2 = 0.03; scikit-image's structural_similarity with
+    gaussian_weights, channels averaged), on intensities in [0, 1]: the luminance term is not
+    shift-invariant and assumes black = 0. Measured on protocol (a) (README): mean AUROC 0.972 vs
+    0.969 for scikit-image's default 7x7 uniform window and 0.955 for the same window on [-1, 1]."""
     from skimage.metrics import structural_similarity
     a, b = ((t.double().cpu().numpy() + 1) / 2 for t in (x, model.reconstruct(x)))
-    return torch.tensor([1 - structural_similarity(p, q, data_range=1.0, channel_axis=0)
+    return torch.tensor([1 - structural_similarity(p, q, data_range=1.0, channel_axis=0, gaussian_weights=True,
+                                                   sigma=1.5, use_sample_covariance=False)
                          for p, q in zip(a, b)], dtype=torch.float64)
 
 
