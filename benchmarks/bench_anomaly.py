@@ -58,6 +58,8 @@ def trained(args, out: Path, classes: list[int], opts: dict) -> tuple[Path, floa
                        seed=args.seed, out=str(out), sample_every=0, ckpt_every=0, overwrite=True,
                        log_every=args.steps, quiet=True, **opts)
     seconds = round(time.perf_counter() - t0, 1)
+    if genlab.load(run).step != args.steps:   # stopped early (SIGTERM ends training with a checkpoint)
+        raise SystemExit(f"{run} stopped before step {args.steps}: not recorded as trained")
     done.write_text(json.dumps({"recipe": recipe, "train_seconds": seconds}))
     return run, seconds
 
