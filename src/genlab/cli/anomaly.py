@@ -16,7 +16,7 @@ def anomaly(argv: list[str]) -> None:
     s.add_argument("--input", required=True, help="FILE.npz with `images` uint8 (N, C, H, W) or "
                    "(N, H, W) and optional `labels` (N,)")
     s.add_argument("--out", required=True, help="FILE.npz to write: scores, method, labels")
-    s.add_argument("--method", choices=list(METHODS), help="default: recon for a vae (measured best; "
+    s.add_argument("--method", choices=list(METHODS), help="default: ssim for a vae (measured best; "
                    "README 'Anomaly detection'), anogan for a GAN")
     s.add_argument("--background", metavar="RUN", help="--method ratio: the background run, the same "
                    "model trained on the same data with --perturb 0.15 (Ren et al. 2019)")
