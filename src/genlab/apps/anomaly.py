@@ -200,7 +200,7 @@ def anomaly_scores(model, x: torch.Tensor, method: str | None = None, generator=
         labels = torch.as_tensor(labels, dtype=torch.long)
     device = next(model.parameters()).device
     out = []
-    with eval_mode(model), eval_mode(background or nn.Identity()):
+    with eval_mode(model), eval_mode(background if background is not None else nn.Identity()):
         for i in range(0, len(x), batch_size):
             xb = x[i:i + batch_size].to(device)
             yb = None if labels is None or not model.num_classes else \
