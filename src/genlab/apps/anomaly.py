@@ -159,7 +159,7 @@ METHODS = {
 # (one digit normal) and 0.727 (one held out), vs 0.956 and 0.704 for recon, 0.883 and 0.646 for the
 # -ELBO (the Bernoulli likelihood favours thin, low-ink digits, 1s, whatever the training digit);
 # the complexity and ratio corrections measured worse (0.59 / 0.51; with a discretised-gaussian VAE,
-# whose bits match the PNG's, 0.698 under (b)); Ren et al.'s ratio 0.432 under (b).
+# whose bits match the PNG's, 0.698 under (b)); Ren et al.'s ratio 0.630 / 0.432.
 # GANs: AnoGAN (Schlegl et al. 2017): 0.969 vs 0.953 for -D(x) on digit 0, the one GAN run measured.
 DEFAULTS = ("ssim", "anogan")
 
