@@ -11,10 +11,15 @@ Positives = anomalies, so AUROC (scikit-learn's roc_auc_score) is P(score(anomal
 One JSON line per (protocol, digit, model): training steps and seconds, scoring seconds and AUROC of
 every method the model supports; then one summary line per (protocol, model) with the mean AUROC.
 Each model trains with the run's seed on 1 thread by default, `--max-steps` fixed (results do not
-depend on the machine's load; seconds do).
+depend on the machine's load; seconds do). `--method ratio` (Ren et al. 2019) also trains, per digit,
+a background model: the same recipe on the same digits with `perturb=--background-perturb`.
+`--runs-dir DIR` keeps the trained runs (DIR/<protocol>/<digit>[-bg]) and reuses those already there
+with the same recipe, so that new scores are measured on the same models (their training seconds
+are the ones recorded when they were trained).
 
     PYTHONPATH=src python benchmarks/bench_anomaly.py --protocol a [--digits 0-9] [--model vae]
         [--steps 3000] [--threads 1] [--data-dir ../shared/data/mnist] [--set z_dim=8 ...]
+        [--methods recon,complexity,ratio] [--background-perturb 0.15] [--runs-dir /tmp/anom-runs]
 """
 from __future__ import annotations
 
@@ -35,7 +40,28 @@ from genlab.data import load_data, to_float
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 METHOD_OPTIONS = {"elbo": dict(samples=4), "iwae": dict(k=100), "recon": {},
+                  "ssim": {}, "complexity": dict(samples=4), "recon-complexity": {}, "ratio": dict(samples=4),
                   "anogan": dict(steps=50, restarts=1), "disc": {}}
+
+
+def trained(args, out: Path, classes: list[int], opts: dict) -> tuple[Path, float]:
+    """(run folder, training seconds): reused from `out` when it holds a run of this exact recipe
+    (bench_train.json, written last), trained there otherwise."""
+    recipe = {"model": args.model, "classes": classes, "steps": args.steps, "seed": args.seed,
+              "precision": args.precision, "threads": args.threads, "options": opts}
+    done = out / "bench_train.json"
+    if done.is_file() and json.loads(done.read_text())["recipe"] == recipe:
+        return out, json.loads(done.read_text())["train_seconds"]
+    t0 = time.perf_counter()
+    run = genlab.train(args.model, data="mnist", data_dir=args.data_dir, classes=classes,
+                       max_steps=args.steps, threads=args.threads, precision=args.precision,
+                       seed=args.seed, out=str(out), sample_every=0, ckpt_every=0, overwrite=True,
+                       log_every=args.steps, quiet=True, **opts)
+    seconds = round(time.perf_counter() - t0, 1)
+    if genlab.load(run).step != args.steps:   # stopped early (SIGTERM ends training with a checkpoint)
+        raise SystemExit(f"{run} stopped before step {args.steps}: not recorded as trained")
+    done.write_text(json.dumps({"recipe": recipe, "train_seconds": seconds}))
+    return run, seconds
 
 
 def digits(text: str) -> list[int]:
@@ -66,6 +92,9 @@ def main():
     p.add_argument("--methods", help="comma-separated (default: all the model supports)")
     p.add_argument("--n-test", type=int, help="score only the first N test images (slow methods)")
     p.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    p.add_argument("--runs-dir", help="keep (and reuse) the trained runs here")
+    p.add_argument("--background-perturb", type=float, default=0.15,
+                   help="perturb rate of ratio's background model (Ren et al. 2019 used 0.1-0.2)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model options")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -76,26 +105,31 @@ def main():
     common = {"bench": "anomaly", "protocol": args.protocol, "model": args.model, "steps": args.steps,
               "threads": args.threads, "precision": choice.precision, "seed": args.seed,
               "model_options": model_opts, "method_options": METHOD_OPTIONS, "n_test": len(x), "cpu": prec.cpu_name()}
+    if args.methods and "ratio" in args.methods.split(","):
+        common["background_perturb"] = args.background_perturb
     aurocs: dict[str, list[float]] = {}
     train_s = []
     with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.runs_dir or tmp) / args.protocol
         for d in args.digits:
             classes = [d] if args.protocol == "a" else [c for c in range(10) if c != d]
-            t0 = time.perf_counter()
-            run = genlab.train(args.model, data="mnist", data_dir=args.data_dir, classes=classes,
-                               max_steps=args.steps, threads=args.threads, precision=args.precision,
-                               seed=args.seed, out=f"{tmp}/{d}", sample_every=0, ckpt_every=0,
-                               log_every=args.steps, quiet=True, **model_opts)
-            t_train = time.perf_counter() - t0
-            train_s.append(t_train)
+            run, t_train = trained(args, root / str(d), classes, model_opts)
             model = genlab.load(run)
+            methods = args.methods.split(",") if args.methods else methods_for(model)
+            background = None
+            if "ratio" in methods:   # Ren et al.'s background model: same data, perturbed inputs
+                bg_run, t_bg = trained(args, root / f"{d}-bg", classes,
+                                       {**model_opts, "perturb": args.background_perturb})
+                background, t_train = genlab.load(bg_run), t_train + t_bg
+            train_s.append(t_train)
             anomalous = (y != d) if args.protocol == "a" else (y == d)
             line = {**common, "digit": d, "train_seconds": round(t_train, 1), "auroc": {},
                     "score_seconds": {}}
-            for m in (args.methods.split(",") if args.methods else methods_for(model)):
+            for m in methods:
                 g = torch.Generator().manual_seed(args.seed)
                 t0 = time.perf_counter()
-                s, _ = anomaly_scores(model, x, m, g, labels=torch.as_tensor(y), **METHOD_OPTIONS[m])
+                s, _ = anomaly_scores(model, x, m, g, labels=torch.as_tensor(y),
+                                      background=background, **METHOD_OPTIONS[m])
                 line["score_seconds"][m] = round(time.perf_counter() - t0, 1)
                 line["auroc"][m] = round(float(roc_auc_score(anomalous, s)), 4)
                 aurocs.setdefault(m, []).append(line["auroc"][m])

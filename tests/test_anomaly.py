@@ -9,6 +9,7 @@ from sklearn.metrics import roc_auc_score
 import genlab
 import genlab.classes
 from conftest import TINY, one_line_error, run_cli
+from genlab.apps import likelihood_corrections as lc
 from genlab.apps.anomaly import anomaly_scores, methods_for
 from genlab.data import load_data, to_float
 from genlab.registry import UsageError
@@ -65,18 +66,22 @@ def test_classes_on_unlabelled_data(capsys, tmp_path):
 # ------------------------------------------------------------------------------------- scores
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
-    """A tiny VAE and a tiny DCGAN trained for 3 steps on 64 made-up 28x28 images."""
+    """A tiny VAE, its background model (perturbed inputs) and a tiny DCGAN trained for 3 steps on
+    64 made-up 28x28 images."""
     root = tmp_path_factory.mktemp("anomaly")
     rng = np.random.default_rng(0)
     data = root / "d.npz"
     np.savez(data, images=rng.integers(0, 255, (64, 1, 28, 28), dtype=np.uint8), labels=np.arange(64) % 10)
     runs = {m: genlab.train(m, preset="tiny", max_steps=3, **TINY, data_dir=str(data), out=str(root / m))
             for m in ("vae", "dcgan")}
+    runs["vae-bg"] = genlab.train("vae", preset="tiny", max_steps=3, **TINY, data_dir=str(data),
+                                  out=str(root / "vae-bg"), perturb=0.2)   # ratio's background model
     return runs, data
 
 
 @pytest.mark.parametrize("model, method, opts", [
-    ("vae", "elbo", {}), ("vae", "iwae", {"k": 5}), ("vae", "recon", {}), ("dcgan", "anogan", {"steps": 3}),
+    ("vae", "elbo", {}), ("vae", "iwae", {"k": 5}), ("vae", "recon", {}), ("vae", "ssim", {}),
+    ("vae", "complexity", {"samples": 2}), ("vae", "recon-complexity", {}), ("dcgan", "anogan", {"steps": 3}),
     ("dcgan", "disc", {})])
 def test_scores_shape_determinism_and_no_side_effects(tiny_runs, model, method, opts):
     runs, data = tiny_runs
@@ -93,7 +98,7 @@ def test_scores_shape_determinism_and_no_side_effects(tiny_runs, model, method, 
     m.eval()
     s3, _ = anomaly_scores(m, x, method, torch.Generator().manual_seed(1), batch_size=7, **opts)
     np.testing.assert_allclose(s1, s3, rtol=1e-5)             # train mode or not: eval-mode scores
-    if method not in ("disc", "recon"):                       # the stochastic ones depend on the seed
+    if method not in ("disc", "recon", "ssim", "recon-complexity"):  # the stochastic ones depend on the seed
         s4, _ = anomaly_scores(m, x, method, torch.Generator().manual_seed(2), **opts)
         assert not np.allclose(s1, s4)
 
@@ -101,7 +106,8 @@ def test_scores_shape_determinism_and_no_side_effects(tiny_runs, model, method, 
 def test_default_methods_and_wrong_method(tiny_runs):
     runs, data = tiny_runs
     vae, gan = genlab.load(runs["vae"]), genlab.load(runs["dcgan"])
-    assert methods_for(vae) == ["recon", "elbo", "iwae"] and methods_for(gan) == ["anogan", "disc"]
+    assert methods_for(vae) == ["ssim", "elbo", "iwae", "recon", "complexity", "recon-complexity", "ratio"]
+    assert methods_for(gan) == ["anogan", "disc"]
     x = to_float(torch.from_numpy(np.load(data)["images"][:4]))
     with pytest.raises(UsageError, match="--method disc needs a GAN"):
         anomaly_scores(vae, x, "disc")
@@ -120,6 +126,89 @@ def test_iwae_bound_is_tighter_than_the_elbo(tiny_runs):
     np.testing.assert_allclose(elbo, -m.elbo(x, torch.Generator().manual_seed(0), 50).double().numpy())
 
 
+# ------------------------------------------------------------------------------------- corrections
+def test_png_bits_are_the_png_file_lengths():
+    """L(x) = 8 x the bytes of the PNG file Pillow writes for the uint8 image, computed here directly;
+    a blank image codes shorter than noise, and RGB images are coded as RGB."""
+    import io
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    u = rng.integers(0, 256, (3, 1, 28, 28), dtype=np.uint8)
+    u[0] = 0
+    got = lc.png_bits(to_float(torch.from_numpy(u)))
+    for img, bits in zip(u, got):
+        buf = io.BytesIO()
+        Image.fromarray(img[0]).save(buf, format="PNG", optimize=True)
+        assert bits == 8 * len(buf.getvalue())
+    assert got[0] < got[1] and got.dtype == torch.float64
+    rgb = rng.integers(0, 256, (2, 3, 8, 8), dtype=np.uint8)
+    assert np.array_equal(lc.to_uint8(to_float(torch.from_numpy(rgb))), rgb.transpose(0, 2, 3, 1))
+    buf = io.BytesIO()
+    Image.fromarray(rgb[1].transpose(1, 2, 0)).save(buf, format="PNG", optimize=True)
+    assert lc.png_bits(to_float(torch.from_numpy(rgb)))[1] == 8 * len(buf.getvalue())
+
+
+def test_ssim_error_closed_form_and_scikit_image(tiny_runs):
+    """Constant images a, b (intensities in [0, 1]): SSIM = (2ab + C1) / (a^2 + b^2 + C1), C1 = 0.01^2
+    (the contrast-structure term is C2 / C2 = 1); on a real reconstruction, scikit-image's value."""
+    from skimage.metrics import structural_similarity
+    from genlab.apps.anomaly import ssim_error
+
+    class Const:
+        def reconstruct(self, x):
+            return torch.full_like(x, 0.5)
+    got = ssim_error(Const(), torch.full((2, 1, 28, 28), -0.25))
+    a, b = 0.375, 0.75                                        # -0.25 and 0.5 mapped to [0, 1]
+    np.testing.assert_allclose(got, 1 - (2 * a * b + 1e-4) / (a * a + b * b + 1e-4), rtol=1e-9)
+    m = genlab.load(tiny_runs[0]["vae"])
+    x = to_float(torch.from_numpy(np.load(tiny_runs[1])["images"][:3]))
+    s, _ = anomaly_scores(m, x, "ssim")
+    r = m.reconstruct(x).double().numpy()
+    for i in range(3):
+        p, q = (x[i, 0].double().numpy() + 1) / 2, (r[i, 0] + 1) / 2
+        assert s[i] == pytest.approx(1 - structural_similarity(p, q, data_range=1.0, gaussian_weights=True,
+                                                               sigma=1.5, use_sample_covariance=False))
+
+
+def test_complexity_and_ratio_closed_forms(tiny_runs):
+    """complexity = -ELBO / ln 2 - L(x); recon-complexity = -log p(x | mu(x)) / ln 2 - L(x); ratio =
+    -ELBO_model + ELBO_background, each with the same draws of z as computed here."""
+    import math
+    runs, data = tiny_runs
+    m, bg = genlab.load(runs["vae"]), genlab.load(runs["vae-bg"])
+    x = to_float(torch.from_numpy(np.load(data)["images"][:12]))
+    bits = lc.png_bits(x).numpy()
+    s, _ = anomaly_scores(m, x, "complexity", torch.Generator().manual_seed(4), samples=3)
+    e = -m.elbo(x, torch.Generator().manual_seed(4), 3).double().numpy()
+    np.testing.assert_allclose(s, e / math.log(2) - bits, rtol=1e-6)
+    s, _ = anomaly_scores(m, x, "recon-complexity")
+    with torch.no_grad():
+        r = -m.log_likelihood(x, m.decode(m.encode(x)[0])).double().numpy()
+    np.testing.assert_allclose(s, r / math.log(2) - bits, rtol=1e-6)
+    s, _ = anomaly_scores(m, x, "ratio", torch.Generator().manual_seed(4), background=bg, samples=3)
+    g = torch.Generator().manual_seed(4)                      # the model's draws first, then the background's
+    a, b = -m.elbo(x, g, 3).double(), -bg.elbo(x, g, 3).double()
+    np.testing.assert_allclose(s, (a - b).numpy(), rtol=1e-6)
+    with pytest.raises(UsageError, match="needs --background RUN"):
+        anomaly_scores(m, x, "ratio")
+    with pytest.raises(UsageError, match="must be a vae"):
+        anomaly_scores(m, x, "ratio", background=genlab.load(runs["dcgan"]))
+
+
+def test_perturb_replaces_that_fraction_of_pixels_by_grey_levels():
+    from genlab.models.vae import perturb
+    x = to_float(torch.full((50, 1, 28, 28), 255, dtype=torch.uint8))
+    assert torch.equal(perturb(x, 0.0, torch.Generator().manual_seed(0)), x)
+    y = perturb(x, 0.2, torch.Generator().manual_seed(0))
+    assert torch.equal(y, perturb(x, 0.2, torch.Generator().manual_seed(0)))       # seeded
+    changed = (y != x).float().mean().item()                  # a replaced pixel stays 255 w.p. 1/256
+    assert abs(changed - 0.2 * 255 / 256) < 0.01, changed
+    levels = (y + 1) * 127.5
+    assert torch.allclose(levels, levels.round(), atol=1e-4) and y.min() >= -1
+    z = perturb(x, 1.0, torch.Generator().manual_seed(0))     # every pixel redrawn: all 256 levels occur
+    assert len(torch.unique(((z + 1) * 127.5).round())) == 256
+
+
 # ------------------------------------------------------------------------------------- the CLI
 def test_cli_writes_scores(capsys, tiny_runs, tmp_path):
     runs, data = tiny_runs
@@ -128,11 +217,18 @@ def test_cli_writes_scores(capsys, tiny_runs, tmp_path):
     assert code == 0, err
     assert stdout.strip() == str(out)
     with np.load(out, allow_pickle=False) as f:
-        assert f["scores"].shape == (64,) and str(f["method"]) == "recon"
+        assert f["scores"].shape == (64,) and str(f["method"]) == "ssim"
         assert np.array_equal(f["labels"], np.arange(64) % 10)
         first = f["scores"]
     run_cli(capsys, "anomaly", runs["vae"], "--input", data, "--out", out, "--seed", "3")
     assert np.array_equal(np.load(out)["scores"], first)    # same seed, same scores
+    code, _, err = run_cli(capsys, "anomaly", runs["vae"], "--input", data, "--out", out, "--method", "ratio",
+                           "--background", runs["vae-bg"])
+    assert code == 0, err
+    with np.load(out) as f:
+        assert f["scores"].shape == (64,) and str(f["method"]) == "ratio" and np.isfinite(f["scores"]).all()
+    cfg = json.loads((runs["vae-bg"] / "config.json").read_text())
+    assert cfg["model_config"]["perturb"] == 0.2
     grey = tmp_path / "hw.npz"                                # (N, H, W) input, no labels
     np.savez(grey, images=np.load(data)["images"][:5, 0])
     code, _, err = run_cli(capsys, "anomaly", runs["dcgan"], "--input", grey, "--out", out,
@@ -159,6 +255,7 @@ def test_cli_bad_inputs_one_line(capsys, tiny_runs, tmp_path):
         (["--input", data, "--out", tmp_path / "s.csv"], "must end in .npz"),
         (["--input", data, "--out", out, "--method", "anogan"], "needs a GAN"),
         (["--input", data, "--out", out, "--method", "nope"], "invalid choice"),
+        (["--input", data, "--out", out, "--method", "ratio"], "needs --background RUN"),
         (["--input", data, "--out", out, "--batch-size", "0"], "--batch-size must be >= 1"),
     ]:
         one_line_error(capsys, "anomaly", run, *argv, match=match)

@@ -16,8 +16,10 @@ def anomaly(argv: list[str]) -> None:
     s.add_argument("--input", required=True, help="FILE.npz with `images` uint8 (N, C, H, W) or "
                    "(N, H, W) and optional `labels` (N,)")
     s.add_argument("--out", required=True, help="FILE.npz to write: scores, method, labels")
-    s.add_argument("--method", choices=list(METHODS), help="default: recon for a vae (measured best; "
+    s.add_argument("--method", choices=list(METHODS), help="default: ssim for a vae (measured best; "
                    "README 'Anomaly detection'), anogan for a GAN")
+    s.add_argument("--background", metavar="RUN", help="--method ratio: the background run, the same "
+                   "model trained on the same data with --perturb 0.15 (Ren et al. 2019)")
     s.add_argument("--seed", type=int, default=0, help="seed of the scores' randomness (z draws)")
     s.add_argument("--batch-size", type=int, default=500)
     args = s.parse_args(argv)
@@ -41,9 +43,10 @@ def anomaly(argv: list[str]) -> None:
     images, labels = read_npz(src)
     x = to_float(torch.from_numpy(images[:, None] if images.ndim == 3 else images))  # (N, C, H, W)
     model = load(args.run)
+    background = load(args.background) if args.background else None
     scores, method = anomaly_scores(model, x, args.method, torch.Generator().manual_seed(args.seed),
                                     labels=None if labels is None else torch.from_numpy(labels.astype(np.int64)),
-                                    batch_size=args.batch_size)
+                                    batch_size=args.batch_size, background=background)
     arrays = {"scores": scores, "method": np.array(method)}
     if labels is not None:
         arrays["labels"] = labels

@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import opt
-from ..distributed import randn
+from ..distributed import rand, randn
 from ..guard import update
 from ..registry import UsageError
 from ..precision import Precision
@@ -77,6 +77,16 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor,
     logp = torch.where(x < -1 + HALF_BIN, torch.special.log_ndtr(hi),        # grey level 0
                        torch.where(x > 1 - HALF_BIN, torch.special.log_ndtr(-lo), mid))  # 255
     return logp.flatten(1).sum(1)
+
+
+def perturb(x: torch.Tensor, rate: float, generator=None) -> torch.Tensor:
+    """x with each pixel, with probability `rate`, replaced by one of the 256 grey levels drawn
+    uniformly: the input perturbation that trains the background model of Ren et al. 2019
+    ("Likelihood Ratios for Out-of-Distribution Detection", NeurIPS, section 3.1; rate 0.1-0.2)."""
+    n, dims = len(x), x.shape[1:]
+    hit = rand(n, *dims, generator=generator, device=x.device) < rate
+    level = torch.floor(rand(n, *dims, generator=generator, device=x.device) * 256) / 127.5 - 1
+    return torch.where(hit, level.to(x.dtype), x)
 
 
 def channels(nf: int, max_ch: int, k: int) -> list[int]:
@@ -175,6 +185,8 @@ class VAE(Precision, nn.Module):
     # ------------------------------------------------------------------ the model contract
     def train_step(self, batches, opt, generator=None) -> dict[str, torch.Tensor]:
         x, _ = next(batches)                           # x: (B, C, H, W) in [-1, 1]
+        if self.config.perturb:                        # a background model (anomaly --method ratio)
+            x = perturb(x, self.config.perturb, generator)
         recon, kl = self.terms(x, generator)
         loss = (recon + self.config.beta * kl).mean()  # -ELBO when beta = 1
         update(opt["vae"], loss, "VAE loss")
@@ -222,6 +234,9 @@ class VAEConfig:
                           "learned sigma) or auto (bernoulli for grey images <= 28 px)",
                           choices=("auto", "bernoulli", "gaussian"))
     sigma_init: float = opt(0.1, "initial sigma of the gaussian likelihood, in [-1, 1] units", min=1e-4)
+    perturb: float = opt(0.0, "train on inputs with this fraction of pixels set to random grey "
+                         "levels (Ren et al. 2019's background model for anomaly --method ratio)",
+                         min=0, max=1)
     beta: float = opt(1.0, "weight of the KL term (beta-VAE, Higgins et al. 2017; 1: the ELBO)", min=0)
     lr: float = opt(1e-3, "Adam learning rate", min=0)
     beta1: float = opt(0.9, "Adam beta1", min=0, max=1)
