@@ -8,8 +8,9 @@ it is measurably faster, else fp32:
     process) must show bf16 at least BF16_MIN_SPEEDUP x faster than fp32; then, when training
     (`confirm`), the model's own training step must too: a few steps of a throwaway copy in each
     precision, under a second. Small MLP and LSTM steps spend their time outside large matmuls:
-    on Zen 4 (AVX512-BF16) bf16 made the MLP GAN's and the RNN-GAN's steps slower (0.8x, 0.9x)
-    while the DCGAN's ran 1.6x faster (benchmarks/bench_train.py), so the CPU alone cannot decide.
+    on an idle Zen 4 (AVX512-BF16, 2 threads, 3 probes each) bf16 ran the MLP GAN's step at
+    0.88-0.91x fp32, the RNN-GAN's at 0.90-0.97x, the VAE's at 0.98-1.09x, the cGAN's at 1.24-1.29x
+    and the DCGAN's at 1.45-1.56x, so the CPU alone cannot decide.
 Why it matters, measured on this project's machines (2 cores): Sapphire Rapids (AMX-BF16) runs a bf16
 matmul ~6x faster than fp32 and the DCGAN step 1.9x faster; Zen 4 (AVX512-BF16, no AMX) 3.6x and
 1.4x; Zen 3 / AVX2 (no native bf16) emulates bf16 ~100x *slower* than fp32 (1024^2 matmul: 0.94 vs
