@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..models import Likelihood
 from ..registry import UsageError
 
 
@@ -70,6 +71,6 @@ def check_background(model, background) -> None:
     if background is None:
         raise UsageError("--method ratio needs --background RUN: the same model trained on the same "
                          "data with --perturb (e.g. 0.15; Ren et al. 2019)")
-    if not hasattr(background, "elbo") or tuple(background.shape) != tuple(model.shape):
+    if not isinstance(background, Likelihood) or tuple(background.shape) != tuple(model.shape):
         raise UsageError(f"the --background run must be a vae of the model's image shape "
                          f"{tuple(model.shape)}")
