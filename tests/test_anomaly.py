@@ -142,7 +142,7 @@ def test_png_bits_are_the_png_file_lengths():
         assert bits == 8 * len(buf.getvalue())
     assert got[0] < got[1] and got.dtype == torch.float64
     rgb = rng.integers(0, 256, (2, 3, 8, 8), dtype=np.uint8)
-    assert np.array_equal(lc.to_uint8(to_float(torch.from_numpy(rgb))), rgb.transpose(0, 2, 3, 1))
+    assert np.array_equal(lc.hwc_uint8(to_float(torch.from_numpy(rgb))), rgb.transpose(0, 2, 3, 1))
     buf = io.BytesIO()
     Image.fromarray(rgb[1].transpose(1, 2, 0)).save(buf, format="PNG", optimize=True)
     assert lc.png_bits(to_float(torch.from_numpy(rgb)))[1] == 8 * len(buf.getvalue())

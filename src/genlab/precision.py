@@ -73,19 +73,25 @@ def resolve_device(name: str | torch.device = "cpu") -> torch.device:
     return torch.device(name)
 
 
-def _bf16_speedup(m: int = 256, trials: int = 5) -> float:
-    """fp32 time / bf16 time of an (m, 2m) x (2m, 2m) matmul: the fastest of `trials` interleaved
-    timings of each, so that another process on the machine does not decide the outcome."""
-    mats = {dt: (torch.randn(m, 2 * m, dtype=dt), torch.randn(2 * m, 2 * m, dtype=dt))
-            for dt in (torch.float32, torch.bfloat16)}
-    best = {dt: float("inf") for dt in mats}
-    for i in range(trials + 1):  # round 0 is a warm-up: oneDNN builds its kernels once
-        for dt, (a, b) in mats.items():
+def _fp32_over_bf16(run, trials: int) -> float:
+    """fp32 time / bf16 time of `run(dtype)` (dtype None = fp32): the fastest of `trials` interleaved
+    timings of each, so that another process on the machine does not decide the outcome; round 0 is
+    a warm-up (oneDNN builds its kernels once)."""
+    best = {None: float("inf"), torch.bfloat16: float("inf")}
+    for i in range(trials + 1):
+        for dt in best:
             t = time.perf_counter()
-            a @ b
+            run(dt)
             if i:
                 best[dt] = min(best[dt], time.perf_counter() - t)
-    return best[torch.float32] / best[torch.bfloat16]
+    return best[None] / best[torch.bfloat16]
+
+
+def _bf16_speedup(m: int = 256, trials: int = 5) -> float:
+    """fp32 time / bf16 time of an (m, 2m) x (2m, 2m) matmul."""
+    mats = {dt: (torch.randn(m, 2 * m, dtype=dt or torch.float32),
+                 torch.randn(2 * m, 2 * m, dtype=dt or torch.float32)) for dt in (None, torch.bfloat16)}
+    return _fp32_over_bf16(lambda dt: mats[dt][0] @ mats[dt][1], trials)
 
 
 @functools.cache
@@ -158,14 +164,7 @@ def confirm(choice: Choice, request: str, step, key: str = "", trials: int = 5) 
     if isinstance(cached, (int, float)):
         speedup, how = float(cached), "measured earlier on this machine"
     else:
-        best = {None: float("inf"), torch.bfloat16: float("inf")}
-        for i in range(trials + 1):
-            for dt in best:
-                t = time.perf_counter()
-                step(dt)
-                if i:
-                    best[dt] = min(best[dt], time.perf_counter() - t)
-        speedup, how = round(best[None] / best[torch.bfloat16], 2), "measured"
+        speedup, how = round(_fp32_over_bf16(step, trials), 2), "measured"
         _remember(path, key, speedup)
     if speedup < BF16_MIN_SPEEDUP:
         return Choice(choice.device, "fp32", f"fp32: native bf16 ({isa}), but this model's training "

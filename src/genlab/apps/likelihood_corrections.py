@@ -30,20 +30,21 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..data import to_uint8
 from ..models import Likelihood
 from ..registry import UsageError
 
 
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """float (B, C, H, W) in [-1, 1] -> uint8 (B, H, W, C), the grey levels k = round((x + 1) * 127.5)."""
-    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+def hwc_uint8(x: torch.Tensor) -> np.ndarray:
+    """float (B, C, H, W) in [-1, 1] -> uint8 (B, H, W, C) as Pillow takes it (data.to_uint8's levels)."""
+    return to_uint8(x.cpu()).permute(0, 2, 3, 1).numpy()
 
 
 def png_bits(x: torch.Tensor) -> torch.Tensor:
     """L(x) (B,) float64: bits of each image's PNG file (Pillow, optimize=True: the smallest of its
     zlib settings), header included (a constant per image shape: it shifts every score equally)."""
     out = []
-    for a in to_uint8(x):
+    for a in hwc_uint8(x):
         buf = io.BytesIO()
         Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(buf, format="PNG", optimize=True)
         out.append(8 * len(buf.getvalue()))
