@@ -36,10 +36,12 @@ from sklearn.metrics import roc_auc_score
 import genlab
 from genlab import precision as prec
 from genlab.apps.anomaly import anomaly_scores, methods_for
-from genlab.data import load_data, to_float
+from genlab.data import Dataset, load_data, to_float
+from genlab.io import atomic_save_npz
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-METHOD_OPTIONS = {"elbo": dict(samples=4), "iwae": dict(k=100), "recon": {},
+METHOD_OPTIONS = {"elbo": dict(samples=4), "iwae": dict(k=100), "recon": {}, "knn": dict(k=5),
+                  "gmm": dict(components=20),
                   "ssim": {}, "complexity": dict(samples=4), "recon-complexity": {}, "ratio": dict(samples=4),
                   "anogan": dict(steps=50, restarts=1), "disc": {}}
 
@@ -48,12 +50,13 @@ def trained(args, out: Path, classes: list[int], opts: dict) -> tuple[Path, floa
     """(run folder, training seconds): reused from `out` when it holds a run of this exact recipe
     (bench_train.json, written last), trained there otherwise."""
     recipe = {"model": args.model, "classes": classes, "steps": args.steps, "seed": args.seed,
+              **({"split": "val"} if args.split == "val" else {}),
               "precision": args.precision, "threads": args.threads, "options": opts}
     done = out / "bench_train.json"
     if done.is_file() and json.loads(done.read_text())["recipe"] == recipe:
         return out, json.loads(done.read_text())["train_seconds"]
     t0 = time.perf_counter()
-    run = genlab.train(args.model, data="mnist", data_dir=args.data_dir, classes=classes,
+    run = genlab.train(args.model, data=args.train_data, data_dir=args.train_dir, classes=classes,
                        max_steps=args.steps, threads=args.threads, precision=args.precision,
                        seed=args.seed, out=str(out), sample_every=0, ckpt_every=0, overwrite=True,
                        log_every=args.steps, quiet=True, **opts)
@@ -62,6 +65,20 @@ def trained(args, out: Path, classes: list[int], opts: dict) -> tuple[Path, floa
         raise SystemExit(f"{run} stopped before step {args.steps}: not recorded as trained")
     done.write_text(json.dumps({"recipe": recipe, "train_seconds": seconds}))
     return run, seconds
+
+
+def scored_split(args, root: Path) -> Dataset:
+    """The images scored: MNIST's test split, or (--split val) train images 50,000-59,999, the models
+    then trained on an npz of train images 0-49,999 written to `root` (args.train_data/train_dir)."""
+    args.train_data, args.train_dir = "mnist", args.data_dir
+    if args.split == "test":
+        return load_data("mnist", args.data_dir, "test")
+    full = load_data("mnist", args.data_dir, "train")
+    args.train_data, args.train_dir = "npz", str(root / "train-0-49999.npz")
+    if not Path(args.train_dir).is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_save_npz(args.train_dir, images=full.images[:50000].numpy(), labels=full.labels[:50000].numpy())
+    return Dataset(full.images[50000:], full.labels[50000:], "mnist-val")
 
 
 def digits(text: str) -> list[int]:
@@ -91,6 +108,12 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", help="comma-separated (default: all the model supports)")
     p.add_argument("--n-test", type=int, help="score only the first N test images (slow methods)")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="val: train on MNIST train images 0-49,999 and score 50,000-59,999 (choosing a "
+                        "method or its k there, not on the test digits); test: train on all 60,000, "
+                        "score the test split")
+    p.add_argument("--option", nargs="*", default=[], metavar="METHOD.KEY=VALUE",
+                   help="method options, e.g. knn.k=20 gmm.components=20")
     p.add_argument("--data-dir", default=str(DEFAULT_DATA))
     p.add_argument("--runs-dir", help="keep (and reuse) the trained runs here")
     p.add_argument("--background-perturb", type=float, default=0.15,
@@ -99,18 +122,22 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model_opts = {k: value(v) for k, v in (s.split("=", 1) for s in args.set)}
-    test = load_data("mnist", args.data_dir, "test")
-    x, y = to_float(test.images[:args.n_test]), test.labels[:args.n_test].numpy()
+    for o in args.option:
+        (m, key), v = o.split("=", 1)[0].split(".", 1), o.split("=", 1)[1]
+        METHOD_OPTIONS[m] = {**METHOD_OPTIONS[m], key: value(v)}
     choice = prec.resolve(args.precision)
-    common = {"bench": "anomaly", "protocol": args.protocol, "model": args.model, "steps": args.steps,
+    common = {"bench": "anomaly", "split": args.split, "protocol": args.protocol, "model": args.model, "steps": args.steps,
               "threads": args.threads, "precision": choice.precision, "seed": args.seed,
-              "model_options": model_opts, "method_options": METHOD_OPTIONS, "n_test": len(x), "cpu": prec.cpu_name()}
+              "model_options": model_opts, "method_options": METHOD_OPTIONS, "cpu": prec.cpu_name()}
     if args.methods and "ratio" in args.methods.split(","):
         common["background_perturb"] = args.background_perturb
     aurocs: dict[str, list[float]] = {}
     train_s = []
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(args.runs_dir or tmp) / args.protocol
+        test = scored_split(args, Path(args.runs_dir or tmp))
+        x, y = to_float(test.images[:args.n_test]), test.labels[:args.n_test].numpy()
+        common["n_test"] = len(x)
+        root = Path(args.runs_dir or tmp) / (args.protocol + ("-val" if args.split == "val" else ""))
         for d in args.digits:
             classes = [d] if args.protocol == "a" else [c for c in range(10) if c != d]
             run, t_train = trained(args, root / str(d), classes, model_opts)

@@ -16,18 +16,21 @@ def anomaly(argv: list[str]) -> None:
     s.add_argument("--input", required=True, help="FILE.npz with `images` uint8 (N, C, H, W) or "
                    "(N, H, W) and optional `labels` (N,)")
     s.add_argument("--out", required=True, help="FILE.npz to write: scores, method, labels")
-    s.add_argument("--method", choices=list(METHODS), help="default: ssim for a vae (measured best; "
+    s.add_argument("--method", choices=list(METHODS), help="default: gmm for a vae (measured best; "
                    "README 'Anomaly detection'), anogan for a GAN")
     s.add_argument("--background", metavar="RUN", help="--method ratio: the background run, the same "
                    "model trained on the same data with --perturb 0.15 (Ren et al. 2019)")
+    s.add_argument("--reference", metavar="FILE.npz", help="--method knn / gmm: the normal images "
+                   "(uint8 `images`) to compare against; default: the run's own training data")
     s.add_argument("--seed", type=int, default=0, help="seed of the scores' randomness (z draws)")
     s.add_argument("--batch-size", type=int, default=500)
     args = s.parse_args(argv)
     out, src = Path(args.out), Path(args.input)
     if out.suffix != ".npz":
         raise UsageError(f"--out must end in .npz, got {args.out!r}")
-    if not src.is_file():
-        raise UsageError(f"--input {args.input} not found; pass a FILE.npz of uint8 images")
+    for flag, f in (("--input", src), ("--reference", args.reference and Path(args.reference))):
+        if f and not f.is_file():
+            raise UsageError(f"{flag} {f} not found; pass a FILE.npz of uint8 images")
     for flag, v, lo in (("--seed", args.seed, 0), ("--batch-size", args.batch_size, 1)):
         if v < lo:
             raise UsageError(f"{flag} must be >= {lo}, got {v}")
@@ -44,9 +47,14 @@ def anomaly(argv: list[str]) -> None:
     x = to_float(torch.from_numpy(images[:, None] if images.ndim == 3 else images))  # (N, C, H, W)
     model = load(args.run)
     background = load(args.background) if args.background else None
+    reference = None
+    if args.reference:
+        ref = read_npz(args.reference)[0]
+        reference = torch.from_numpy(ref[:, None] if ref.ndim == 3 else ref)
     scores, method = anomaly_scores(model, x, args.method, torch.Generator().manual_seed(args.seed),
                                     labels=None if labels is None else torch.from_numpy(labels.astype(np.int64)),
-                                    batch_size=args.batch_size, background=background)
+                                    batch_size=args.batch_size, background=background,
+                                    reference=reference)
     arrays = {"scores": scores, "method": np.array(method)}
     if labels is not None:
         arrays["labels"] = labels
