@@ -165,7 +165,7 @@ METHODS = {
 }
 # the default of each family. VAE: gmm (20 components), chosen on a validation split (models trained
 # on MNIST train images 0-49,999, scored on 50,000-59,999; README "Anomaly detection"): mean AUROC
-# 0.983 (one digit normal) and 0.945 (one held out), vs knn (k = 5) 0.973 / 0.930, ssim 0.975 / 0.729,
+# 0.983 (one digit normal) and 0.935 (one held out), vs knn (k = 5) 0.973 / 0.930, ssim 0.975 / 0.729,
 # recon 0.955 / 0.704. On the test split earlier: the -ELBO 0.883 / 0.646 (the Bernoulli likelihood
 # favours thin, low-ink digits, 1s, whatever the training digit); the complexity and ratio
 # corrections 0.59 / 0.51 and 0.630 / 0.432 (likelihood_corrections.py).
@@ -186,8 +186,8 @@ def anomaly_scores(model, x: torch.Tensor, method: str | None = None, generator=
     (N, C, H, W) in [-1, 1]. `method` None: the model's default (methods_for). `labels` are used
     only by conditional GANs (D(x, y)); `options` go to the method (samples, k, steps, restarts,
     lam). `background`: the model trained on perturbed inputs that `ratio` needs; `reference`: the
-    images (uint8 (M, C, H, W)) `knn` and `gmm` compare against, by default the run's training data. Randomness from
-    `generator`; the models' train/eval mode and weights are unchanged."""
+    images (uint8 (M, C, H, W)) `knn` and `gmm` compare against, by default the run's training
+    data. Randomness from `generator`; the models' train/eval mode and weights are unchanged."""
     supported = methods_for(model)
     if not supported:
         raise UsageError(f"{getattr(model, 'name', type(model).__name__)} models cannot score "
