@@ -203,9 +203,10 @@ def npz(data_dir=None, split="train", download=False, path=None):
 
 
 def read_npz(path, hint: str = "") -> tuple[np.ndarray, np.ndarray | None]:
-    """(`images` uint8 (N, H, W) or (N, C, H, W), (N, H, W, C) transposed; `labels` (N,) or None) of a
-    plain .npz (allow_pickle=False: object arrays are refused). One-line UsageErrors; `hint` is added
-    to the one for a missing `images` array."""
+    """(`images` uint8 (N, C, H, W), stored as (N, C, H, W), (N, H, W) (one channel added) or
+    (N, H, W, C) (transposed); `labels` (N,) or None) of a plain .npz (allow_pickle=False: object
+    arrays are refused). One-line UsageErrors; `hint` is added to the one for a missing `images`
+    array."""
     p = Path(path)
     try:
         with np.load(p, allow_pickle=False) as f:
@@ -220,6 +221,8 @@ def read_npz(path, hint: str = "") -> tuple[np.ndarray, np.ndarray | None]:
                          f"got {x.dtype} {x.shape}")
     if x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
         x = x.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+    if x.ndim == 3:
+        x = x[:, None]               # (N, H, W) -> (N, 1, H, W)
     if y is not None and (y.ndim != 1 or len(y) != len(x)):
         raise UsageError(f"{p}: {len(y)} labels for {len(x)} images")
     return x, y

@@ -56,7 +56,7 @@ def open_source(path, ref: str | None, data_dir: str | None) -> Source:
         if not path.is_file():
             raise UsageError(f"samples file {path} not found")
         x, y = read_npz(path, "; make one with genlab sample RUN --out FILE.npz")
-        images = torch.from_numpy(np.ascontiguousarray(x if x.ndim == 4 else x[:, None]))
+        images = torch.from_numpy(np.ascontiguousarray(x))
         labels = None if y is None else torch.from_numpy(y.astype(np.int64))
         info = {"kind": "npz", "path": str(path), "sha256": sha256_file(path), "n_images": len(images)}
         if ref is None:

@@ -44,13 +44,10 @@ def anomaly(argv: list[str]) -> None:
     from ..io import atomic_save_npz
     from ..run import load
     images, labels = read_npz(src)
-    x = to_float(torch.from_numpy(images[:, None] if images.ndim == 3 else images))  # (N, C, H, W)
+    x = to_float(torch.from_numpy(images))  # (N, C, H, W)
     model = load(args.run)
     background = load(args.background) if args.background else None
-    reference = None
-    if args.reference:
-        ref = read_npz(args.reference)[0]
-        reference = torch.from_numpy(ref[:, None] if ref.ndim == 3 else ref)
+    reference = torch.from_numpy(read_npz(args.reference)[0]) if args.reference else None
     scores, method = anomaly_scores(model, x, args.method, torch.Generator().manual_seed(args.seed),
                                     labels=None if labels is None else torch.from_numpy(labels.astype(np.int64)),
                                     batch_size=args.batch_size, background=background,

@@ -39,7 +39,7 @@ def prepare(args):
     if not Path(args.input).is_file():
         raise UsageError(f"--input {args.input} is not a file; give an npz with an `images` array")
     x, y = read_npz(args.input)
-    x = torch.from_numpy(x if x.ndim == 4 else x[:, None])
+    x = torch.from_numpy(x)
     model = load(args.run)
     from ..apps.restore import check_images
     check_images(model, x)

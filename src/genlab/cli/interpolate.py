@@ -92,7 +92,6 @@ def _images(npz: str, index: str, model):
     if not Path(npz).is_file():
         raise UsageError(f"--between {npz}: no such file")
     x, _ = read_npz(npz)
-    x = x[:, None] if x.ndim == 3 else x
     i, j = _pair(index)
     for v in (i, j):
         if not 0 <= v < len(x):
