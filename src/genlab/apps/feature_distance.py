@@ -56,21 +56,21 @@ def codes(model, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
 
 
 class Reference:
-    """The training codes (M, z_dim) a score compares against, and the mixture fitted to them (on
-    first use). Built once per scoring call (anomaly_scores), not per batch."""
+    """The training codes (M, z_dim) float64 a score compares against, and the mixture fitted to them
+    (on first use). Built once per scoring call (anomaly_scores), not per batch."""
 
     def __init__(self, model, images: torch.Tensor):
         if images.ndim != 4 or tuple(images.shape[1:]) != tuple(model.shape):
             raise UsageError(f"reference images of shape {tuple(images.shape[1:])} do not fit this "
                              f"model's {tuple(model.shape)} (C, H, W): pass its training images")
-        self.z = codes(model, images)                        # (M, z_dim)
+        self.z = codes(model, images).double()               # (M, z_dim), converted once, not per batch
         self._gmm = {}
 
     def knn(self, z: torch.Tensor, k: int) -> torch.Tensor:
         """Mean distance (B,) from each row of z (B, z_dim) to its k nearest reference codes."""
         if not 1 <= k <= len(self.z):
             raise UsageError(f"knn needs 1 <= k <= {len(self.z)} (the reference images), got {k}")
-        d = torch.cdist(z.double(), self.z.double())          # (B, M)
+        d = torch.cdist(z.double(), self.z)                   # (B, M)
         return d.topk(k, dim=1, largest=False).values.mean(1)
 
     def gmm_nll(self, z: torch.Tensor, components: int) -> torch.Tensor:
@@ -84,7 +84,7 @@ class Reference:
             # reg_covar 1e-4: a floor on each component's variances (the codes of a well-fitted VAE
             # can collapse in unused latent directions, which makes a full covariance singular)
             self._gmm[components] = GaussianMixture(components, covariance_type="full", reg_covar=1e-4,
-                                                    random_state=0).fit(self.z.double().numpy())
+                                                    random_state=0).fit(self.z.numpy())
         return torch.from_numpy(-self._gmm[components].score_samples(z.double().numpy()))
 
 
