@@ -77,6 +77,21 @@ def test_console_script_exit_code(tmp_path):
     assert p.returncode == 2 and p.stderr.strip() == "genlab: error: --lr-g must be >= 0, got -1.0"
 
 
+@pytest.mark.parametrize("argv", [["dcgan", "--help"], ["--help", "vae"], ["--out", "x", "-h"]])
+def test_train_help_lists_the_models_own_options(argv):
+    """`genlab train MODEL --help` (the hint `genlab --help` gives) shows MODEL's options, not only the
+    run options; without a model it shows the run options."""
+    p = subprocess.run([sys.executable, "-m", "genlab.cli", "train", *argv], capture_output=True, text=True)
+    model = next((a for a in argv if a in ("dcgan", "vae")), None)
+    assert p.returncode == 0 and "run options:" in p.stdout, p.stderr
+    if model == "dcgan":
+        assert "dcgan options:" in p.stdout and "--z-dim INT" in p.stdout and "--ngf INT" in p.stdout
+    elif model == "vae":
+        assert "vae options:" in p.stdout and "--beta" in p.stdout
+    else:
+        assert " options:\n" not in p.stdout.replace("run options:", "")
+
+
 def test_saved_config_with_an_unknown_option_is_a_usage_error():
     """A run written by a genlab that had an option this one lacks: one line, not a KeyError."""
     from genlab.config import build

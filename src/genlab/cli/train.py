@@ -27,10 +27,13 @@ def train_parser(model: str | None) -> Parser:
 @command("train", "train a model (genlab train MODEL --help)")
 def train(argv: list[str]) -> None:
     from ..train import train
-    if not argv or argv[0] in ("-h", "--help"):
+    from ..models import MODELS
+    rest = [a for a in argv if a not in ("-h", "--help")]
+    if not argv or (len(rest) < len(argv) and not set(rest) & set(MODELS)):
         train_parser(None).parse_args(argv)  # prints help, or the one-line error
-    # the model may follow run options (`train --out X dcgan`): parse those first to find it
-    model = train_parser(None).parse_known_args(argv)[0].model
+    # the model may follow run options (`train --out X dcgan`): parse those first to find it, without
+    # -h, so that `genlab train MODEL --help` lists the model's own options too
+    model = train_parser(None).parse_known_args(rest)[0].model
     args = vars(train_parser(model).parse_args(argv))
     nproc = args.pop("nproc")
     if nproc is not None and nproc != 1:
