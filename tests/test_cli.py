@@ -135,3 +135,18 @@ def test_relative_data_dir_resumes_from_another_directory(tmp_path, tiny_npz, mo
     monkeypatch.chdir(tmp_path)
     genlab.train(resume=True, out=str(run), max_steps=2, quiet=True)
     assert genlab.load(run).step == 2
+
+
+def test_api_train_quiet_prints_nothing(tmp_path, tiny_npz, capfd):
+    """genlab.train(quiet=True) (benchmarks, scripts, notebooks) writes its metrics to the run folder
+    only: no progress lines on stderr, no summary on stdout; without quiet, the step lines show."""
+    import genlab
+    kw = dict(preset="tiny", data="npz", data_dir=str(tiny_npz), max_steps=4, log_every=2, sample_every=0,
+              threads=1)
+    run = genlab.train("gan", out=str(tmp_path / "q"), quiet=True, **kw)
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", (out, err)
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    genlab.train("gan", out=str(tmp_path / "v"), **kw)
+    out, err = capfd.readouterr()
+    assert "step=2 " in err and "step=4 " in err and "trained gan to step 4" in out

@@ -12,13 +12,14 @@ from tqdm import tqdm
 
 
 class RunLogger:
-    def __init__(self, run: Path, start_step: int, total: int, loss_stats=()):
+    def __init__(self, run: Path, start_step: int, total: int, loss_stats=(), quiet: bool = False):
         self.run, self.path = Path(run), Path(run) / "metrics.jsonl"
         self.loss_stats = tuple(loss_stats)  # plotted in losses.png (the model's Trainable.loss_stats)
         self._truncate_after(start_step)
         self.file = open(self.path, "a")
+        self.quiet = quiet  # genlab.train(quiet=True): metrics.jsonl only, nothing on the terminal
         self.bar = tqdm(total=total, initial=start_step, unit="step", dynamic_ncols=True,
-                        disable=not sys.stderr.isatty())
+                        disable=quiet or not sys.stderr.isatty())
         self.tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -54,7 +55,7 @@ class RunLogger:
                 if k != "step":
                     self.tb.add_scalar(k, v, step)
         self.bar.set_postfix({k: v for k, v in row.items() if k != "step"}, refresh=False)
-        if self.bar.disable:
+        if self.bar.disable and not self.quiet:
             print(" ".join(f"{k}={v}" for k, v in row.items()), file=sys.stderr, flush=True)
 
     def advance(self, n: int = 1) -> None:

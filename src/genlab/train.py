@@ -131,7 +131,7 @@ def _train(world, model, resume, overwrite, config_file, preset, quiet, options)
     try:
         if world.main:
             write_skipped_list(run, ds.skipped, quiet)
-        log = RunLogger(run, step, total, net.loss_stats) if world.main else distributed.NullLog()
+        log = RunLogger(run, step, total, net.loss_stats, quiet) if world.main else distributed.NullLog()
         if not quiet:
             log.note(f"device {choice.device}, precision {choice.reason}")
         snapshot, consecutive, rollbacks = StepSnapshot(net, opts), 0, 0
