@@ -7,8 +7,9 @@ no extras) on the same data, networks, batch size and threads, their ratio, and 
 machine's measured GEMM peak that the plain step reaches (FLOPs counted by torch's FlopCounterMode).
 The two loops alternate `--rounds` times in one process; each round gives one ratio (the two loops
 run back to back, so a slow minute of a shared machine hits both), and the figure is the median of
-those ratios, with their range; the img/s columns are the best of each loop (they vary with load). Precisions: fp32, and bf16 where it is native (`--precision
-all` forces bf16 too, e.g. to show how slow emulated bf16 is).
+those ratios, with their range; the img/s columns are the best of each loop (they vary with load).
+Precisions: fp32, and bf16 where it is native (`--precision all` forces bf16 too, e.g. to show how
+slow emulated bf16 is).
 
     python benchmarks/bench_train.py [--steps 200] [--threads 2] [--models gan,dcgan,cgan,rnngan,vae]
 """

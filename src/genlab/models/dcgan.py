@@ -35,10 +35,11 @@ MNIST MLP): z_dim 100 (the paper's) 0.68 / 0.66 (seed 0), 0.67 / 0.64 (seed 1); 
 0.72 / 0.69; **16 (chosen): 0.75 / 0.73, 0.76 / 0.73**; 8: 0.75 / 0.74 (seed 0). MNIST's digits
 lie near a manifold of ~7-13 dimensions (Pope et al. 2021, "The Intrinsic Dimension of Images"), and
 with fewer unused latent directions G learns the mapping in fewer steps (our reading, not tested);
-16 rather than 8 keeps room for the variety of strokes (8 was no better here). Dropped at 2,750 steps (seed 0, z_dim 100): EMA decay 0.99 (0.68 / 0.66), Adam beta2 0.99
-(0.65 / 0.65), D at 2e-3 (0.71 / 0.66), both at 2e-3 (0.69 / 0.65), Adam (0, 0.9) as in SAGAN (0.70 /
-0.68); BN statistics recomputed for G_ema ("standing statistics", BigGAN) 0.76 / 0.73 vs 0.78 / 0.74
-at 6,000 steps; flushing denormals changed no step time.
+16 rather than 8 keeps room for the variety of strokes (8 was no better here). Dropped at 2,750
+steps (seed 0, z_dim 100): EMA decay 0.99 (0.68 / 0.66), Adam beta2 0.99 (0.65 / 0.65), D at 2e-3
+(0.71 / 0.66), both at 2e-3 (0.69 / 0.65), Adam (0, 0.9) as in SAGAN (0.70 / 0.68); BN statistics
+recomputed for G_ema ("standing statistics", BigGAN) 0.76 / 0.73 vs 0.78 / 0.74 at 6,000 steps;
+flushing denormals changed no step time.
 Session 7, with z_dim 16, at the steps each variant makes in 120 s on 2 AVX2 threads (measured:
 ngf 32 ~20 steps/s, ngf 24 1.35x, ngf 16 1.75x; screened at 1 thread, 2,300 steps for ngf 32), share
 >= 0.9 confident by genlab's classifier / the independent MLP, seeds 0-3 (seeds 0-1 unless 4 given):
