@@ -155,10 +155,10 @@ def test_vae_canvas_and_map(clients, runs, cache):
     c = clients["vae"]
     m = c.get("/api/latent-map").json()
     assert len(m["points"]) == len(m["labels"]) == 64 and set(m["labels"]) == set(range(10))
-    cached = list((cache / "serve").glob("map-*-64.npz"))
+    cached = list((cache / "serve").glob("map2-*-64.npz"))
     assert len(cached) == 1                                     # computed once per checkpoint, kept
     again = TestClient(create_app(runs["vae"], map_size=64), base_url=BASE).get("/api/latent-map").json()
-    assert again == m and list((cache / "serve").glob("map-*")) == cached
+    assert again == m and list((cache / "serve").glob("map2-*")) == cached
     digit = np.zeros((28, 28), int)
     digit[6:22, 12:16] = 255                                    # a drawn "1"
     r = c.post("/api/reconstruct", json={"pixels": digit.ravel().tolist()}).json()
@@ -170,6 +170,15 @@ def test_vae_canvas_and_map(clients, runs, cache):
         assert c.post("/api/reconstruct", json={"pixels": bad}).status_code == 422
     r = clients["dcgan"].post("/api/reconstruct", json={"pixels": [0] * 784})
     assert r.status_code == 422 and "not an autoencoder" in r.text
+
+
+def test_latent_map_shows_the_runs_classes(tmp_path):
+    """A run trained on some classes maps those classes (the data it learned), not the whole source."""
+    make_tiny_npz(tmp_path / "tiny.npz")
+    run = genlab.train("vae", preset="tiny", max_steps=2, **TINY, data_dir=str(tmp_path / "tiny.npz"),
+                       out=str(tmp_path / "r"), classes=[1, 7])
+    m = TestClient(create_app(run, map_size=64), base_url=BASE).get("/api/latent-map").json()
+    assert len(m["labels"]) > 0 and set(m["labels"]) == {1, 7}
 
 
 def test_training_view(clients, runs):

@@ -12,6 +12,7 @@ import torch
 from . import checkpoint as ckpt
 from . import precision
 from .config import TrainConfig, budget_fields, build, load_file, split_keys, to_dict
+from .data import Dataset, load_data
 from .io import atomic_write_text
 from .models import MODELS, place
 from .registry import UsageError
@@ -143,3 +144,10 @@ def load(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     choice = precision.resolve(model.train_config.get("precision", "fp32"), device, state.get("precision"))
     model.autocast_dtype = choice.dtype
     return place(model, choice.device).eval()
+
+
+def training_data(tc: dict, split: str = "train") -> Dataset:
+    """The data a run was trained on, from its recorded train config (`models.Loaded.train_config`):
+    its source, folder, image size and classes, and its policy for unreadable files. Never downloads."""
+    return load_data(tc["data"], tc.get("data_dir"), split, tc.get("image_size"), False,
+                     tc.get("classes"), strict=tc.get("strict", False))

@@ -30,14 +30,13 @@ def training_images(model) -> torch.Tensor:
     """The images (N, C, H, W) uint8 the run was trained on: its recorded data source, data folder,
     image size and classes (models.Loaded.train_config). A one-line UsageError when they cannot be
     loaded any more (moved data): the caller can pass the images as a reference instead."""
-    from ..data import load_data
+    from ..run import training_data
     tc = getattr(model, "train_config", None)
     if not tc:
         raise UsageError("this model has no recorded training data: pass the training images "
                          "(--reference FILE.npz)")
     try:
-        ds = load_data(tc["data"], tc.get("data_dir"), "train", tc.get("image_size"), False,
-                       tc.get("classes"), strict=tc.get("strict", False))
+        ds = training_data(tc)
     except UsageError as e:
         raise UsageError(f"cannot load the run's training data ({tc['data']}): {e}; pass the "
                          f"training images with --reference FILE.npz") from None

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import load_data, to_uint8
+from ..data import to_uint8
 from ..io import atomic_save_npz, cache_root, sha256_file
 from ..models import Autoencoder
-from ..run import load
+from ..run import load, training_data
 from . import space
 
 
@@ -59,8 +59,8 @@ class Served:
 
     def latent_map(self) -> dict:
         """The VAE's map, computed once per checkpoint and cached on disk by its manifest's hash."""
-        if self._map is None:
-            cache = cache_root() / "serve" / f"map-{sha256_file(self.model.checkpoint / 'MANIFEST.json')[:20]}-{self.map_size}.npz"
+        if self._map is None:  # "map2": maps cached before the map honoured --classes are not reused
+            cache = cache_root() / "serve" / f"map2-{sha256_file(self.model.checkpoint / 'MANIFEST.json')[:20]}-{self.map_size}.npz"
             try:
                 with np.load(cache, allow_pickle=False) as f:
                     self._map = dict(f)
@@ -76,7 +76,7 @@ class Served:
     def _map_images(self):
         tc, g = self.model.train_config, torch.Generator().manual_seed(0)
         try:
-            data = load_data(tc["data"], tc.get("data_dir"), "train", tc.get("image_size"))
+            data = training_data(tc)  # with the run's --classes: the map shows what it learned
             idx = torch.randperm(len(data), generator=g)[:self.map_size]
             return data.images[idx], data.labels[idx]
         except Exception:  # the training data moved: map the model's own samples instead
