@@ -6,8 +6,9 @@ in the style of pytorch/examples dcgan/main.py (zero_grad -> backward -> step, t
 no extras) on the same data, networks, batch size and threads, their ratio, and the share of the
 machine's measured GEMM peak that the plain step reaches (FLOPs counted by torch's FlopCounterMode).
 The two loops alternate `--rounds` times in one process; each round gives one ratio (the two loops
-run back to back, so a slow minute of a shared machine hits both), and the figure is the median of
-those ratios, with their range; the img/s columns are the best of each loop (they vary with load).
+run back to back, so a slow minute of a shared machine hits both; every other round runs the plain
+loop first, so a drifting machine speed favours neither), and the figure is the median of those
+ratios, with their range; the img/s columns are the best of each loop (they vary with load).
 Precisions: fp32, and bf16 where it is native (`--precision all` forces bf16 too, e.g. to show how
 slow emulated bf16 is).
 
@@ -91,7 +92,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=5,
+    ap.add_argument("--rounds", type=int, default=7,
                     help="alternations of the two loops (one ratio each; the median is reported)")
     ap.add_argument("--models", default="gan,dcgan,cgan,rnngan,vae")
     ap.add_argument("--precision", default="native", choices=("native", "all", "fp32", "bf16"))
@@ -110,10 +111,16 @@ def main():
         steps = max(20, int(args.steps * {"gan": 5, "rnngan": 0.1}.get(name, 1)))
         for p in precisions:
             ours, plain, ratios = [], [], []
-            for _ in range(args.rounds):
-                ours.append(genlab_loop(name, steps, p, args.threads))
+            for r in range(args.rounds):
+                # counterbalanced (ABBA...): odd rounds run the plain loop first, so a machine that
+                # speeds up or slows down during the benchmark favours neither loop in the median
+                first_ours = r % 2 == 0
+                if first_ours:
+                    ours.append(genlab_loop(name, steps, p, args.threads))
                 ips, flops = plain_loop(name, steps, p, ds.images, ds.labels)
                 plain.append(ips)
+                if not first_ours:
+                    ours.append(genlab_loop(name, steps, p, args.threads))
                 ratios.append(ours[-1] / plain[-1])
             ours, plain = max(ours), max(plain)
             bs = MODELS[name]().batch_size

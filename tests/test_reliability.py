@@ -23,7 +23,7 @@ import conftest
 import genlab.checkpoint as ckpt
 from genlab.cli import main
 from genlab.config import build
-from genlab.guard import NonFiniteStep, StepSnapshot
+from genlab.guard import NonFiniteStep, StepSnapshot, nonfinite
 from genlab.models import MODELS
 from genlab.registry import UsageError
 from genlab.sample import draw
@@ -449,3 +449,17 @@ def test_same_seed_same_curves_and_logging_never_changes_training(tiny_npz, tmp_
     x = [draw(genlab.load(r), 16, seed=7)[0] for r in (a, a2, b)]
     assert torch.equal(x[0], x[1]) and torch.equal(x[0], x[2])
     assert len(list((b / "samples").glob("*.png"))) == 6
+
+
+def test_nonfinite_flags_inf_and_nan_only_and_leaves_gradients_unchanged():
+    """The fused check: any inf/nan in the loss or a gradient (fp32 or bf16) is found; large finite
+    gradients are not (a norm of [3e38, 3e38] overflows to inf, their check must not); nothing changes."""
+    grads = [torch.randn(3, 4), torch.full((2,), 3e38), torch.randn(5).bfloat16()]
+    kept = [g.clone() for g in grads]
+    assert nonfinite(torch.tensor(2.0), grads).item() == 0
+    assert all(torch.equal(a, b) for a, b in zip(grads, kept))
+    assert nonfinite(torch.tensor(float("inf")), grads).item() > 0
+    for i, bad in ((0, float("nan")), (1, float("inf")), (2, float("-inf"))):
+        g = [t.clone() for t in grads]
+        g[i].view(-1)[0] = bad
+        assert nonfinite(torch.tensor(2.0), g).item() > 0, (i, bad)

@@ -76,13 +76,13 @@ def rand(n: int, *dims: int, generator=None, device=None) -> torch.Tensor:
     return _rows(torch.rand, n, dims, generator, device)
 
 
-def finite_everywhere(total: torch.Tensor) -> bool:
-    """Is `total` (a scalar) finite on every rank? One all-reduce of its sum: a non-finite value
-    anywhere makes the sum non-finite everywhere, so every rank skips the same steps."""
+def finite_everywhere(found: torch.Tensor) -> bool:
+    """Did no rank find a non-finite value? `found` (1,) is > 0 where this rank found one (guard's
+    check). One all-reduce of its sum, so every rank skips the same steps."""
     if dist.is_initialized() and dist.get_world_size() > 1:
-        total = total.detach().float().clone()
-        dist.all_reduce(total)
-    return bool(torch.isfinite(total))
+        found = found.detach().float().clone()
+        dist.all_reduce(found)
+    return found.item() == 0
 
 
 class NullLog:

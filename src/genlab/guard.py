@@ -29,12 +29,25 @@ def update(opt: torch.optim.Optimizer, loss: torch.Tensor, name: str = "") -> No
     opt.zero_grad(set_to_none=True)
     loss.backward()
     grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
-    # one fused reduction over all gradients: inf/nan in any of them makes the total non-finite
-    total = loss.detach().float() + torch.stack(torch._foreach_norm(grads)).sum() if grads else loss
-    if not finite_everywhere(total):  # data-parallel: all ranks skip the step, or none
+    if not finite_everywhere(nonfinite(loss, grads)):  # data-parallel: all ranks skip the step, or none
         opt.zero_grad(set_to_none=True)
         raise NonFiniteStep(f"non-finite {name or 'loss'} or gradient")
     opt.step()
+
+
+def nonfinite(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
+    """(1,) > 0 when the loss or any gradient holds inf or nan. One fused kernel over all of them:
+    GradScaler's check (`_amp_foreach_non_finite_check_and_unscale_`) at scale 1, which leaves the
+    values unchanged; half the time of summing `torch._foreach_norm` (15 vs 32-39 us for the MLP
+    GAN's D or G, 2 threads, AVX-512), and no overflow of a large finite norm to inf."""
+    found = torch.zeros(1, device=loss.device)
+    one = torch.ones(1, device=loss.device)
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}  # the kernel takes one dtype per call
+    for t in [loss.detach().float().reshape(1), *grads]:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for ts in by_dtype.values():
+        torch._amp_foreach_non_finite_check_and_unscale_(ts, found, one)
+    return found
 
 
 class StepSnapshot:

@@ -76,7 +76,8 @@ def ema_step(G_ema: nn.Module, G: nn.Module, decay: float, n: torch.Tensor) -> N
     so that short runs are not dominated by the initial weights (Karras et al. 2018; Yazici et al. 2019).
     Buffers (BN statistics) are copied."""
     n += 1
-    beta = min(decay, (1 + n.item()) / (10 + n.item()))
+    k = n.item()
+    beta = min(decay, (1 + k) / (10 + k))
     torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1 - beta)
     for b_ema, b in zip(G_ema.buffers(), G.buffers()):
         b_ema.copy_(b)
