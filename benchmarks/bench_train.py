@@ -9,6 +9,9 @@ The two loops alternate `--rounds` times in one process; each round gives one ra
 run back to back, so a slow minute of a shared machine hits both; every other round runs the plain
 loop first, so a drifting machine speed favours neither), and the figure is the median of those
 ratios, with their range; the img/s columns are the best of each loop (they vary with load).
+`step_ratio` isolates the step: genlab's (step snapshot + the model's train_step) against the plain
+one, alternating in blocks of a fraction of a second, median over the blocks; it is steady where
+the whole-loop ratio swings with the machine (session 8: 0.98-1.01 over three runs of the MLP GAN).
 Precisions: fp32, and bf16 where it is native (`--precision all` forces bf16 too, e.g. to show how
 slow emulated bf16 is).
 
@@ -29,7 +32,7 @@ import genlab
 from genlab import precision as prec
 from genlab.config import build
 from genlab.data import load_data, to_float
-from genlab.models import MODELS, Autoencoder
+from genlab.models import MODELS, Autoencoder, place
 from genlab.sysinfo import gemm_gflops
 
 WARMUP = 20
@@ -78,6 +81,47 @@ def plain_loop(name, steps, precision, images, labels) -> tuple[float, float]:
     return steps * cfg.batch_size / (time.perf_counter() - t0), fc.get_total_flops()
 
 
+def interleaved_step_ratio(name, precision, images, labels, ds, blocks, n) -> float:
+    """genlab's step (the step snapshot, then the model's train_step: guarded updates, EMA) against
+    plain_step, alternating blocks of `n` steps in one process; -> the median over blocks of plain
+    time / genlab time. Blocks of a fraction of a second each, so a drifting machine speed hits both
+    steps alike; the whole-loop ratio swings with it (+-0.3 a round on this VM; session 8)."""
+    from genlab.guard import StepSnapshot
+    from genlab.train import Batches
+    dtype = torch.bfloat16 if precision == "bf16" else None
+    torch.manual_seed(0)
+    cfg = build(MODELS[name], {})
+    k = 10 if name in ("cgan", "rnngan") else 0
+    ours, plain = place(cfg.build(ds.shape, k), "cpu"), cfg.build(ds.shape, k)
+    ours.autocast_dtype, opts = dtype, ours.configure_optimizers()
+    plain.plain_opts = plain.configure_optimizers()
+    ours.train(), plain.train()
+    batches, snap = Batches(ds, cfg.batch_size, 0, "cpu"), StepSnapshot(ours, opts)
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    ac = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def genlab_step():
+        snap.save()
+        ours.train_step(batches, opts, g1)
+
+    def plain_one():
+        plain_step(plain, images, labels, g2, ac)
+
+    for f in (genlab_step, plain_one):
+        for _ in range(5):
+            f()
+    ratios = []
+    for _ in range(blocks):
+        t = []
+        for f in (genlab_step, plain_one):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                f()
+            t.append(time.perf_counter() - t0)
+        ratios.append(t[1] / t[0])
+    return statistics.median(ratios)
+
+
 def genlab_loop(name, steps, precision, threads) -> float:
     """img/s of genlab.train, from metrics.jsonl (windows of 20 steps; the first holds warm-up)."""
     with tempfile.TemporaryDirectory() as d:
@@ -123,12 +167,16 @@ def main():
                     ours.append(genlab_loop(name, steps, p, args.threads))
                 ratios.append(ours[-1] / plain[-1])
             ours, plain = max(ours), max(plain)
+            # the steps alone, finely interleaved: (blocks, steps a block) of ~0.1-0.4 s each
+            blocks = {"gan": (40, 25), "rnngan": (20, 5)}.get(name, (40, 5))
+            step_ratio = interleaved_step_ratio(name, p, ds.images, ds.labels, ds, *blocks)
             bs = MODELS[name]().batch_size
             print(json.dumps({"bench": "train", "model": name, "precision": p, "batch_size": bs,
                               "threads": args.threads, "steps": steps,
                               "genlab_img_s": round(ours, 1), "plain_img_s": round(plain, 1),
                               "ratio": round(statistics.median(ratios), 3),
                               "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+                              "step_ratio": round(step_ratio, 3),
                               "gflop_per_step": round(flops / 1e9, 3),
                               "plain_share_of_gemm_peak": round(flops * plain / bs / 1e9 / peak[p], 3),
                               "gemm_peak_gflops": round(peak[p], 1),
