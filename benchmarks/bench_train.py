@@ -81,7 +81,7 @@ def plain_loop(name, steps, precision, images, labels) -> tuple[float, float]:
     return steps * cfg.batch_size / (time.perf_counter() - t0), fc.get_total_flops()
 
 
-def interleaved_step_ratio(name, precision, images, labels, ds, blocks, n) -> float:
+def interleaved_step_ratio(name, precision, ds, blocks, n) -> float:
     """genlab's step (the step snapshot, then the model's train_step: guarded updates, EMA) against
     plain_step, alternating blocks of `n` steps in one process; -> the median over blocks of plain
     time / genlab time. Blocks of a fraction of a second each, so a drifting machine speed hits both
@@ -105,7 +105,7 @@ def interleaved_step_ratio(name, precision, images, labels, ds, blocks, n) -> fl
         ours.train_step(batches, opts, g1)
 
     def plain_one():
-        plain_step(plain, images, labels, g2, ac)
+        plain_step(plain, ds.images, ds.labels, g2, ac)
 
     for f in (genlab_step, plain_one):
         for _ in range(5):
@@ -169,7 +169,7 @@ def main():
             ours, plain = max(ours), max(plain)
             # the steps alone, finely interleaved: (blocks, steps a block) of ~0.1-0.4 s each
             blocks = {"gan": (40, 25), "rnngan": (20, 5)}.get(name, (40, 5))
-            step_ratio = interleaved_step_ratio(name, p, ds.images, ds.labels, ds, *blocks)
+            step_ratio = interleaved_step_ratio(name, p, ds, *blocks)
             bs = MODELS[name]().batch_size
             print(json.dumps({"bench": "train", "model": name, "precision": p, "batch_size": bs,
                               "threads": args.threads, "steps": steps,

@@ -176,7 +176,7 @@ class DCGANConfig(GANConfig):
                        min=0, max=1)
     # 6,000 steps: hinge 1e-3 kept improving and stayed stable to 6,000 with native bf16 (0.75), so a
     # time-limited run (--max-seconds, `make run`) on a fast CPU is not cut short; on an AVX2 CPU in
-    # fp32 ngf 24 runs ~27-30 steps/s on 2 threads (6,000 steps, 0.77, in 215 s; README)
+    # fp32 ngf 24 runs ~26-31 steps/s on 2 threads (6,000 steps, 0.81, in 200 s; README)
     steps: int = opt(6000, "default run length in steps (about 3.5 min on 2 cores in fp32 on an "
                            "AVX2-only CPU)", min=1)
 
