@@ -10,8 +10,8 @@ run back to back, so a slow minute of a shared machine hits both; every other ro
 loop first, so a drifting machine speed favours neither), and the figure is the median of those
 ratios, with their range; the img/s columns are the best of each loop (they vary with load).
 `step_ratio` isolates the step: genlab's (step snapshot + the model's train_step) against the plain
-one, alternating in blocks of a fraction of a second, median over the blocks; it is steady where
-the whole-loop ratio swings with the machine (session 8: 0.98-1.01 over three runs of the MLP GAN).
+one, alternating in blocks of a fraction of a second, median over the blocks; it stays readable
+where the whole-loop rounds swing with the machine (session 8, MLP GAN, Zen 4: rounds 0.63-1.35).
 Precisions: fp32, and bf16 where it is native (`--precision all` forces bf16 too, e.g. to show how
 slow emulated bf16 is).
 
