@@ -63,13 +63,19 @@ def plain_step(net, images, labels, gen, ac):
     opt["g"].zero_grad(set_to_none=True); g_loss.backward(); opt["g"].step()
 
 
-def plain_loop(name, steps, precision, images, labels) -> tuple[float, float]:
-    """-> (img/s, FLOPs per step) of the plain loop, fresh networks."""
+def fresh(name, precision):
+    """-> (config, fresh networks seeded alike, with their own optimisers as `plain_opts`, and the
+    autocast the plain step runs under)."""
     torch.manual_seed(0)
     cfg = build(MODELS[name], {})
     net = cfg.build((1, 28, 28), 10 if name in ("cgan", "rnngan") else 0)
     net.plain_opts = net.configure_optimizers()
-    ac = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    return cfg, net, lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def plain_loop(name, steps, precision, images, labels) -> tuple[float, float]:
+    """-> (img/s, FLOPs per step) of the plain loop, fresh networks."""
+    cfg, net, ac = fresh(name, precision)
     gen = torch.Generator().manual_seed(0)
     with FlopCounterMode(display=False) as fc:
         plain_step(net, images, labels, gen, ac)
@@ -88,17 +94,14 @@ def interleaved_step_ratio(name, precision, ds, blocks, n) -> float:
     steps alike; the whole-loop ratio swings with it (+-0.3 a round on this VM; session 8)."""
     from genlab.guard import StepSnapshot
     from genlab.train import Batches
-    dtype = torch.bfloat16 if precision == "bf16" else None
-    torch.manual_seed(0)
-    cfg = build(MODELS[name], {})
-    k = 10 if name in ("cgan", "rnngan") else 0
-    ours, plain = place(cfg.build(ds.shape, k), "cpu"), cfg.build(ds.shape, k)
-    ours.autocast_dtype, opts = dtype, ours.configure_optimizers()
-    plain.plain_opts = plain.configure_optimizers()
+    cfg, ours, _ = fresh(name, precision)
+    _, plain, ac = fresh(name, precision)
+    ours = place(ours, "cpu")  # as genlab.train places it (channels_last)
+    ours.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+    opts = ours.configure_optimizers()
     ours.train(), plain.train()
     batches, snap = Batches(ds, cfg.batch_size, 0, "cpu"), StepSnapshot(ours, opts)
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
-    ac = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
     def genlab_step():
         snap.save()

@@ -42,7 +42,8 @@ def nonfinite(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
     GAN's D or G, 2 threads, AVX-512), and no overflow of a large finite norm to inf."""
     found = torch.zeros(1, device=loss.device)
     one = torch.ones(1, device=loss.device)
-    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}  # the kernel takes one dtype per call
+    # grouped by dtype as GradScaler groups them (its CUDA kernel takes one dtype per call)
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
     for t in [loss.detach().float().reshape(1), *grads]:
         by_dtype.setdefault(t.dtype, []).append(t)
     for ts in by_dtype.values():
