@@ -92,3 +92,38 @@ def test_eval_every_logs_health_without_changing_training(mnist_dir, tmp_path):
     assert all(r["fd"] > 0 and 0 <= r["coverage"] <= 1 for r in rows if "fd" in r)
     a, b = final_tensors(plain), final_tensors(scored)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def joint_vs_two_calls(net, x, x_fake, y):
+    """D's logits and its loss's weight gradients by the joint call and by two calls."""
+    from genlab.models.gan import d_real_fake
+    out = {}
+    for joint in (True, False):
+        net.D.zero_grad(set_to_none=True)
+        real, fake = d_real_fake(net.D, x, x_fake, y, joint)
+        net.loss.d(real, fake).backward()
+        out[joint] = (real.detach(), fake.detach(), [p.grad.clone() for p in net.D.parameters()])
+    return out[True], out[False]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODELS if n != "vae"))
+def test_a_joint_real_fake_call_is_the_same_function_of_d(name):
+    """GAN.joint_d: a D that sees the real and the fake batch in one call must give the logits and
+    gradients of two calls; Ds that mix a batch (BatchNorm, minibatch std) must not declare it. The
+    negative control: the same comparison for the DCGAN's D with BatchNorm finds them different."""
+    from genlab.config import build
+    torch.manual_seed(0)
+    nets = {name: build(MODELS[name], {}).build((1, 28, 28), 10)}
+    if name == "dcgan":
+        nets["dcgan --d-norm"] = build(MODELS[name], {"d_norm": True}).build((1, 28, 28), 10)
+    for label, net in nets.items():
+        x, x_fake = torch.rand(8, 1, 28, 28) * 2 - 1, torch.rand(8, 1, 28, 28) * 2 - 1
+        y = torch.arange(8) % 10
+        joint, two = joint_vs_two_calls(net.train(), x, x_fake, y)
+        same = all(torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+                   for a, b in zip([*joint[:2], *joint[2]], [*two[:2], *two[2]]))
+        if net.joint_d:
+            assert same, f"{label}: a joint call changes D"
+        if label == "dcgan --d-norm":  # BatchNorm over 2B images: a different D(x)
+            assert not same and not net.joint_d
+    assert nets[name].joint_d == (name == "gan")  # the MLP D alone calls jointly (gan.py measured why)
