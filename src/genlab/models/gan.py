@@ -5,7 +5,9 @@ Goodfellow et al. 2014, "Generative Adversarial Nets": D and G play
 One `train_step` = `n_critic` discriminator updates (each on a fresh real batch) then one generator
 update, then the optional named steps (EMA). The objective comes from the LOSSES table
 (`--loss`), so any GAN model here trains with any loss. Networks take `(z, y)` / `(x, y)` with `y`
-the class labels (ignored by unconditional networks) and D returns logits (B,).
+the class labels (ignored by unconditional networks) and D returns logits (B,). A D network whose
+logit for an image depends on that image alone may set `joint_real_fake = True`: the D update then
+calls it once on the real and the fake batch together (d_real_fake).
 
 The `gan` model is the tutorial article's network, exactly: G 100 -> 128 -> 128 -> 784 with
 LeakyReLU(0.01) and tanh, D 784 -> 128 -> 1. The article's code trained D on random noise labelled
