@@ -128,3 +128,15 @@ def test_a_joint_real_fake_call_is_the_same_function_of_d(name):
         if label == "dcgan --d-norm":  # BatchNorm over 2B images: a different D(x)
             assert not same and not net.joint_d
     assert nets[name].joint_d == (name == "gan")  # the MLP D alone calls jointly (gan.py measured why)
+
+
+def test_dcgan_beta1_follows_the_loss_and_the_run_saves_the_value_used(tiny_npz, tmp_path):
+    """beta1 0 was screened with the hinge loss only (dcgan.py); lsgan collapsed there, so the other
+    losses keep the paper's 0.5. A value given on the command line wins; config.json holds the value."""
+    from genlab.config import build
+    assert build(MODELS["dcgan"], {}).beta1 == 0.0
+    assert build(MODELS["dcgan"], {"loss": "lsgan"}).beta1 == 0.5
+    assert build(MODELS["dcgan"], {"loss": "lsgan", "beta1": 0.2}).beta1 == 0.2
+    run = genlab.train("dcgan", preset="tiny", data_dir=str(tiny_npz), out=str(tmp_path / "r"),
+                       max_steps=1, loss="lsgan", **TINY)
+    assert json.loads((run / "config.json").read_text())["model_config"]["beta1"] == 0.5
