@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 import genlab
 from genlab.losses import LOSSES
 from genlab.models import MODELS
-from genlab.models.gan import GANConfig
+from genlab.config import build
+from genlab.models.gan import GANConfig, d_real_fake
 from genlab.sample import draw
 
 from conftest import TINY
@@ -97,7 +98,6 @@ def test_eval_every_logs_health_without_changing_training(mnist_dir, tmp_path):
 
 def joint_vs_two_calls(net, x, x_fake, y):
     """D's logits and its loss's weight gradients by the joint call and by two calls."""
-    from genlab.models.gan import d_real_fake
     out = {}
     for joint in (True, False):
         net.D.zero_grad(set_to_none=True)
@@ -112,7 +112,6 @@ def test_a_joint_real_fake_call_is_the_same_function_of_d(name):
     """GAN.joint_d: a D that sees the real and the fake batch in one call must give the logits and
     gradients of two calls; Ds that mix a batch (BatchNorm, minibatch std) must not declare it. The
     negative control: the same comparison for the DCGAN's D with BatchNorm finds them different."""
-    from genlab.config import build
     torch.manual_seed(0)
     nets = {name: build(MODELS[name], {}).build((1, 28, 28), 10)}
     if name == "dcgan":
@@ -133,7 +132,6 @@ def test_a_joint_real_fake_call_is_the_same_function_of_d(name):
 def test_dcgan_beta1_follows_the_loss_and_the_run_saves_the_value_used(tiny_npz, tmp_path):
     """beta1 0 was screened with the hinge loss only (dcgan.py); lsgan collapsed there, so the other
     losses keep the paper's 0.5. A value given on the command line wins; config.json holds the value."""
-    from genlab.config import build
     assert build(MODELS["dcgan"], {}).beta1 == 0.0
     assert build(MODELS["dcgan"], {"loss": "lsgan"}).beta1 == 0.5
     assert build(MODELS["dcgan"], {"loss": "lsgan", "beta1": 0.2}).beta1 == 0.2

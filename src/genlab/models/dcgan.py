@@ -7,12 +7,12 @@ G starts from a 7x7 map for 28 px images (MNIST) and a 4x4 map for 32/64/128 px,
 per block; D mirrors it and ends in one logit. The objective and the update order are the shared
 GAN step in gan.py.
 
-Departures from the paper, each measured (README): Adam beta1 0 instead of 0.5 with the hinge
-loss (session 8, below); batch 32 instead of 128 and a narrower G (ngf 24), because at a fixed CPU time more, cheaper steps
-win; an EMA of G's weights for sampling (`ema`, the shared GAN default; measured on mnist-5k at
-2,372 steps: 0.65 of samples classified with >= 0.9 confidence from G_ema vs 0.60 from G, see
-README), and D without batch norm (`d_norm`, off by default: with it D won early, D(G(z)) ~ 0.09 at
-step 500; its final quality is not measured yet).
+Departures from the paper, each measured (README): Adam beta1 0 instead of 0.5 with the hinge loss
+(session 8, below); batch 32 instead of 128 and a narrower G (ngf 24), because at a fixed CPU time
+more, cheaper steps win; an EMA of G's weights for sampling (`ema`, the shared GAN default; measured
+on mnist-5k at 2,372 steps: 0.65 of samples classified with >= 0.9 confidence from G_ema vs 0.60
+from G, see README), and D without batch norm (`d_norm`, off by default: with it D won early,
+D(G(z)) ~ 0.09 at step 500; its final quality is not measured yet).
 
 The recipe is tuned for a 120 s budget on 2 cores of an AVX2-only CPU in fp32 (no fast bf16 there):
 a narrower D (ndf 32) and the hinge loss at Adam 1e-3, where the paper's recipe (ndf 64,
